@@ -1,0 +1,689 @@
+//! The HTTP server: GET and HEAD of drivers, checksums and indexes at the same paths as
+//! `download.falco.org`, with Range, conditional requests, CDN cache headers, a negative
+//! cache for missing objects, download statistics, `/healthz` and `/metrics`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use object_store::{GetOptions, GetRange, ObjectMeta};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::layout::{DriverPath, ObjectKind, parse_url_path};
+use crate::stats::Recorder;
+use crate::storage::Storage;
+use crate::{Error, Result};
+
+/// Largest accepted sum of request header names and values, in bytes.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Settings of the server.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// `max-age` of drivers and checksums (immutable once published).
+    pub max_age: Duration,
+    /// `max-age` of `index.json` and its signature (they change when a driver is published).
+    pub index_max_age: Duration,
+    /// How long a missing object is answered 404 without asking the storage.
+    pub negative_ttl: Duration,
+    /// Most entries in the negative cache.
+    pub negative_capacity: usize,
+    /// `Retry-After` seconds of a 503.
+    pub retry_after: Duration,
+    /// Take the client address from the first `X-Forwarded-For` entry (behind a CDN or proxy).
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(86_400),
+            index_max_age: Duration::from_secs(300),
+            negative_ttl: Duration::from_secs(60),
+            negative_capacity: 100_000,
+            retry_after: Duration::from_secs(5),
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+/// HTTP status, a metric label (closed set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum StatusLabel {
+    ok_200,
+    partial_206,
+    not_modified_304,
+    bad_request_400,
+    not_found_404,
+    range_416,
+    headers_too_large_431,
+    unavailable_503,
+    other,
+}
+
+impl StatusLabel {
+    fn of(status: StatusCode) -> Self {
+        match status.as_u16() {
+            200 => Self::ok_200,
+            206 => Self::partial_206,
+            304 => Self::not_modified_304,
+            400 => Self::bad_request_400,
+            404 => Self::not_found_404,
+            416 => Self::range_416,
+            431 => Self::headers_too_large_431,
+            503 => Self::unavailable_503,
+            _ => Self::other,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum MethodLabel {
+    get,
+    head,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum KindLabel {
+    driver,
+    index,
+    checksum,
+    other,
+    invalid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    method: MethodLabel,
+    kind: KindLabel,
+    status: StatusLabel,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Metrics {
+    requests: Family<RequestLabels, Counter>,
+    negative_hits: Counter,
+    downloads: Counter,
+}
+
+/// Missing keys answered 404 without a storage call until their deadline.
+#[derive(Debug, Default)]
+struct NegativeCache {
+    entries: Mutex<HashMap<String, Instant>>,
+}
+
+impl NegativeCache {
+    fn contains(&self, key: &str) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(key)
+            .is_some_and(|deadline| *deadline > Instant::now())
+    }
+
+    fn insert(&self, key: &str, ttl: Duration, capacity: usize) {
+        if ttl.is_zero() || capacity == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= capacity {
+            entries.retain(|_, deadline| *deadline > now);
+            if entries.len() >= capacity {
+                entries.clear();
+            }
+        }
+        entries.insert(key.to_owned(), now + ttl);
+    }
+}
+
+/// Shared state of the handlers.
+#[derive(Debug)]
+pub struct AppState {
+    storage: Storage,
+    recorder: Option<Arc<Recorder>>,
+    config: ServeConfig,
+    negative: NegativeCache,
+    metrics: Metrics,
+    registry: Registry,
+}
+
+impl AppState {
+    /// State for a server over a storage, counting downloads into `recorder` when given.
+    pub fn new(storage: Storage, recorder: Option<Arc<Recorder>>, config: ServeConfig) -> Self {
+        let metrics = Metrics::default();
+        let mut registry = Registry::with_prefix("driver_repo");
+        registry.register(
+            "http_requests",
+            "HTTP requests under /driver by method, object kind and status",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "negative_cache_hits",
+            "404 answers served from the negative cache without a storage call",
+            metrics.negative_hits.clone(),
+        );
+        registry.register(
+            "downloads",
+            "Driver downloads counted for the statistics",
+            metrics.downloads.clone(),
+        );
+        registry.register(
+            "storage_requests",
+            "Storage calls by operation and outcome",
+            storage.calls().clone(),
+        );
+        Self {
+            storage,
+            recorder,
+            config,
+            negative: NegativeCache::default(),
+            metrics,
+            registry,
+        }
+    }
+}
+
+/// The HTTP routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/driver/{*rest}", get(driver))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then flushes the statistics one last time.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    flush_interval: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let flusher = state.recorder.clone().map(|recorder| {
+        let storage = state.storage.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(flush_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match recorder.flush(&storage).await {
+                    Ok(n) if n > 0 => tracing::debug!(downloads = n, "flushed statistics"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "statistics flush failed; retrying next interval"),
+                }
+            }
+        })
+    });
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    if let Some(flusher) = flusher {
+        flusher.abort();
+    }
+    if let Some(recorder) = &state.recorder {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match recorder.flush(&state.storage).await {
+                Ok(n) => {
+                    tracing::info!(downloads = n, "final statistics flush");
+                    break;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "final statistics flush failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "final statistics flush failed; counts of the last interval are lost");
+                    break;
+                }
+            }
+        }
+    }
+    served.map_err(Error::Serve)
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &state.registry).is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+async fn driver(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let method_label = if method == Method::HEAD {
+        MethodLabel::head
+    } else {
+        MethodLabel::get
+    };
+    let (kind, response) = handle(&state, peer, &method, &uri, &headers).await;
+    let kind = match kind {
+        None => KindLabel::invalid,
+        Some(ObjectKind::Driver) => KindLabel::driver,
+        Some(ObjectKind::Index) => KindLabel::index,
+        Some(ObjectKind::Checksum) => KindLabel::checksum,
+        Some(ObjectKind::Other) => KindLabel::other,
+    };
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method: method_label,
+            kind,
+            status: StatusLabel::of(response.status()),
+        })
+        .inc();
+    response
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+async fn handle(
+    state: &AppState,
+    peer: SocketAddr,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> (Option<ObjectKind>, Response) {
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return (
+            None,
+            plain(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request headers too large\n",
+            ),
+        );
+    }
+    let rest = uri.path().strip_prefix("/driver/").unwrap_or_default();
+    let Some(path) = parse_url_path(rest) else {
+        return (
+            None,
+            plain(StatusCode::BAD_REQUEST, "invalid driver path\n"),
+        );
+    };
+    let kind = ObjectKind::of(&path.file);
+    (
+        Some(kind),
+        serve_object(state, peer, method, headers, &path, kind).await,
+    )
+}
+
+fn quote_etag(e_tag: &str) -> String {
+    if e_tag.starts_with('"') || e_tag.starts_with("W/") {
+        e_tag.to_owned()
+    } else {
+        format!("\"{e_tag}\"")
+    }
+}
+
+fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    let bare = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    let etag = bare(etag);
+    if_none_match
+        .split(',')
+        .any(|t| t.trim() == "*" || bare(t) == etag)
+}
+
+/// A parsed single byte range, inclusive.
+#[derive(Debug, PartialEq, Eq)]
+enum RangeRequest {
+    None,
+    Satisfiable { start: u64, end: u64 },
+    Unsatisfiable,
+}
+
+fn parse_range(value: &str, size: u64) -> RangeRequest {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return RangeRequest::Unsatisfiable;
+    };
+    if spec.contains(',') || size == 0 {
+        return RangeRequest::Unsatisfiable;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeRequest::Unsatisfiable;
+    };
+    let num = |s: &str| -> Option<u64> {
+        if s.is_empty() || s.len() > 20 || !s.bytes().all(|c| c.is_ascii_digit()) {
+            None
+        } else {
+            s.parse().ok()
+        }
+    };
+    match (a.is_empty(), b.is_empty()) {
+        (true, true) => RangeRequest::Unsatisfiable,
+        (true, false) => match num(b) {
+            Some(n) if n > 0 => RangeRequest::Satisfiable {
+                start: size.saturating_sub(n),
+                end: size - 1,
+            },
+            _ => RangeRequest::Unsatisfiable,
+        },
+        (false, true) => match num(a) {
+            Some(start) if start < size => RangeRequest::Satisfiable {
+                start,
+                end: size - 1,
+            },
+            _ => RangeRequest::Unsatisfiable,
+        },
+        (false, false) => match (num(a), num(b)) {
+            (Some(start), Some(end)) if start <= end && start < size => RangeRequest::Satisfiable {
+                start,
+                end: end.min(size - 1),
+            },
+            _ => RangeRequest::Unsatisfiable,
+        },
+    }
+}
+
+fn cache_control(state: &AppState, kind: ObjectKind) -> HeaderValue {
+    let age = match kind {
+        ObjectKind::Index => state.config.index_max_age,
+        _ => state.config.max_age,
+    };
+    HeaderValue::from_str(&format!("public, max-age={}", age.as_secs()))
+        .unwrap_or(HeaderValue::from_static("no-cache"))
+}
+
+fn object_headers(state: &AppState, kind: ObjectKind, meta: &ObjectMeta) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::CACHE_CONTROL, cache_control(state, kind));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let content_type = match kind {
+        ObjectKind::Index if meta.location.as_ref().ends_with(".json") => "application/json",
+        ObjectKind::Index | ObjectKind::Checksum => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    };
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(e_tag) = &meta.e_tag
+        && let Ok(v) = HeaderValue::from_str(&quote_etag(e_tag))
+    {
+        h.insert(header::ETAG, v);
+    }
+    let modified: SystemTime = meta.last_modified.into();
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
+        h.insert(header::LAST_MODIFIED, v);
+    }
+    h
+}
+
+fn not_found(state: &AppState) -> Response {
+    let mut r = plain(StatusCode::NOT_FOUND, "not found\n");
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "public, max-age={}",
+        state.config.negative_ttl.as_secs()
+    )) {
+        r.headers_mut().insert(header::CACHE_CONTROL, v);
+    }
+    r
+}
+
+fn unavailable(state: &AppState, error: &object_store::Error) -> Response {
+    tracing::warn!(%error, "storage unavailable");
+    let mut r = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage unavailable, retry later\n",
+    );
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&state.config.retry_after.as_secs().max(1).to_string()) {
+        h.insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+fn not_modified(
+    meta: &ObjectMeta,
+    if_none_match: Option<&str>,
+    if_modified_since: Option<&str>,
+) -> bool {
+    if let Some(inm) = if_none_match {
+        return meta
+            .e_tag
+            .as_deref()
+            .is_some_and(|e| etag_matches(inm, &quote_etag(e)));
+    }
+    if let Some(ims) = if_modified_since.and_then(|v| httpdate::parse_http_date(v).ok()) {
+        let modified = meta.last_modified.timestamp();
+        let since = ims
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        return modified <= since;
+    }
+    false
+}
+
+fn client_ip(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    if state.config.trust_forwarded_for
+        && let Some(ip) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok())
+    {
+        return ip;
+    }
+    peer.ip()
+}
+
+async fn serve_object(
+    state: &AppState,
+    peer: SocketAddr,
+    method: &Method,
+    headers: &HeaderMap,
+    path: &DriverPath,
+    kind: ObjectKind,
+) -> Response {
+    if state.negative.contains(&path.key) {
+        state.metrics.negative_hits.inc();
+        return not_found(state);
+    }
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let range = headers.get(header::RANGE);
+    let if_none_match = text(header::IF_NONE_MATCH);
+    let if_modified_since = text(header::IF_MODIFIED_SINCE);
+    let head = *method == Method::HEAD;
+
+    // The common case, a plain GET, costs one storage call; HEAD, Range and conditional
+    // requests first read the metadata.
+    let (meta, get_range) =
+        if head || range.is_some() || if_none_match.is_some() || if_modified_since.is_some() {
+            let meta = match state.storage.head_raw(&path.key).await {
+                Ok(meta) => meta,
+                Err(object_store::Error::NotFound { .. }) => {
+                    state.negative.insert(
+                        &path.key,
+                        state.config.negative_ttl,
+                        state.config.negative_capacity,
+                    );
+                    return not_found(state);
+                }
+                Err(e) => return unavailable(state, &e),
+            };
+            if not_modified(&meta, if_none_match, if_modified_since) {
+                let mut r = StatusCode::NOT_MODIFIED.into_response();
+                let mut h = object_headers(state, kind, &meta);
+                h.remove(header::CONTENT_TYPE);
+                r.headers_mut().extend(h);
+                return r;
+            }
+            let requested = match range.map(|r| r.to_str().unwrap_or("")) {
+                None => RangeRequest::None,
+                Some(value) => parse_range(value, meta.size),
+            };
+            match requested {
+                RangeRequest::Unsatisfiable => {
+                    let mut r = plain(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
+                    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", meta.size)) {
+                        r.headers_mut().insert(header::CONTENT_RANGE, v);
+                    }
+                    return r;
+                }
+                RangeRequest::None if head => {
+                    let mut r = StatusCode::OK.into_response();
+                    r.headers_mut().extend(object_headers(state, kind, &meta));
+                    r.headers_mut()
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
+                    return r;
+                }
+                RangeRequest::None => (Some(meta), None),
+                RangeRequest::Satisfiable { start, end } => (Some(meta), Some((start, end))),
+            }
+        } else {
+            (None, None)
+        };
+
+    if head {
+        // HEAD with a satisfiable Range: describe the part without reading it.
+        let (Some(meta), Some((start, end))) = (meta, get_range) else {
+            return plain(StatusCode::BAD_REQUEST, "bad request\n");
+        };
+        let mut r = StatusCode::PARTIAL_CONTENT.into_response();
+        r.headers_mut().extend(object_headers(state, kind, &meta));
+        insert_range_headers(r.headers_mut(), start, end, meta.size);
+        return r;
+    }
+
+    let mut opts = GetOptions::default();
+    if let Some((start, end)) = get_range {
+        opts.range = Some(GetRange::Bounded(start..end + 1));
+    }
+    let result = match state.storage.get_opts(&path.key, opts).await {
+        Ok(result) => result,
+        Err(object_store::Error::NotFound { .. }) => {
+            state.negative.insert(
+                &path.key,
+                state.config.negative_ttl,
+                state.config.negative_capacity,
+            );
+            return not_found(state);
+        }
+        Err(e) => return unavailable(state, &e),
+    };
+    let meta = result.meta.clone();
+    let served = result.range.clone();
+    let counted = kind == ObjectKind::Driver && served.start == 0;
+    if counted && let Some(recorder) = &state.recorder {
+        let ua = text(header::USER_AGENT);
+        recorder.record(path, ua, client_ip(state, peer, headers));
+        state.metrics.downloads.inc();
+    }
+    let mut r = Response::new(Body::from_stream(result.into_stream()));
+    r.headers_mut().extend(object_headers(state, kind, &meta));
+    if get_range.is_some() {
+        *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+        insert_range_headers(
+            r.headers_mut(),
+            served.start,
+            served.end.saturating_sub(1),
+            meta.size,
+        );
+    } else {
+        r.headers_mut().insert(
+            header::CONTENT_LENGTH,
+            HeaderValue::from(served.end - served.start),
+        );
+    }
+    r
+}
+
+fn insert_range_headers(h: &mut HeaderMap, start: u64, end: u64, size: u64) {
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{size}")) {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_or_are_unsatisfiable() {
+        use RangeRequest::*;
+        assert_eq!(
+            parse_range("bytes=0-9", 100),
+            Satisfiable { start: 0, end: 9 }
+        );
+        assert_eq!(
+            parse_range("bytes=90-", 100),
+            Satisfiable { start: 90, end: 99 }
+        );
+        assert_eq!(
+            parse_range("bytes=-10", 100),
+            Satisfiable { start: 90, end: 99 }
+        );
+        assert_eq!(
+            parse_range("bytes=-1000", 100),
+            Satisfiable { start: 0, end: 99 }
+        );
+        assert_eq!(
+            parse_range("bytes=50-1000", 100),
+            Satisfiable { start: 50, end: 99 }
+        );
+        for bad in [
+            "bytes=100-",
+            "bytes=9-0",
+            "bytes=-0",
+            "bytes=-",
+            "bytes=0-1,5-6",
+            "items=0-1",
+            "bytes=99999999999999999999999-",
+            "bytes=a-b",
+            "bytes=+1-2",
+        ] {
+            assert_eq!(parse_range(bad, 100), Unsatisfiable, "{bad}");
+        }
+        assert_eq!(parse_range("bytes=0-0", 0), Unsatisfiable);
+    }
+
+    #[test]
+    fn etags_compare_strong_weak_and_star() {
+        assert!(etag_matches("\"a\"", "\"a\""));
+        assert!(etag_matches("W/\"a\", \"b\"", "\"a\""));
+        assert!(etag_matches("*", "\"a\""));
+        assert!(!etag_matches("\"b\"", "\"a\""));
+        assert_eq!(quote_etag("x-1"), "\"x-1\"");
+        assert_eq!(quote_etag("\"x\""), "\"x\"");
+    }
+}
