@@ -4,6 +4,10 @@
 //! where Falco reads them. Per-node state never goes into these objects (no per-node finalizers
 //! and no per-node status writers), so their size and write rate stay constant as nodes come and go.
 
+// Each `printcolumn(...)` of kube-derive repeats the same keys, which this lint mistakes for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -39,7 +43,11 @@ fn default_priority() -> i32 {
         type_ = "string",
         json_path = ".status.conditions[?(@.type == 'Programmed')].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RulesfileSpec {
@@ -79,7 +87,11 @@ pub struct RulesfileSpec {
         type_ = "string",
         json_path = ".status.conditions[?(@.type == 'Programmed')].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PluginSpec {
@@ -134,7 +146,11 @@ pub struct PluginConfig {
         type_ = "string",
         json_path = ".status.conditions[?(@.type == 'Programmed')].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigSpec {

@@ -93,11 +93,7 @@ pub struct RegistryConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<RegistryAuth>,
     /// Talk plain HTTP to this registry. Never set it for a registry outside a trusted network.
-    #[serde(
-        default,
-        rename = "plainHTTP",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "plainHTTP", skip_serializing_if = "Option::is_none")]
     pub plain_http: Option<bool>,
     /// TLS settings of the registry connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,5 +1,9 @@
 //! `instance.falcosecurity.dev/v1alpha1`: Falco and Component.
 
+// Each `printcolumn(...)` of kube-derive repeats the same keys, which this lint mistakes for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::api::apps::v1::{DaemonSetUpdateStrategy, DeploymentStrategy};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -26,8 +30,16 @@ use crate::common::preserve_unknown;
     doc = "Falco is a Falco deployment managed by the instance operator.",
     printcolumn(name = "Type", type_ = "string", json_path = ".status.resourceType"),
     printcolumn(name = "Version", type_ = "string", json_path = ".status.version"),
-    printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredReplicas"),
-    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.availableReplicas"),
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".status.desiredReplicas"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.availableReplicas"
+    ),
     printcolumn(
         name = "Reconciled",
         type_ = "string",
@@ -38,7 +50,11 @@ use crate::common::preserve_unknown;
         type_ = "string",
         json_path = ".status.conditions[?(@.type == 'Available')].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FalcoSpec {
@@ -139,10 +155,22 @@ pub struct InstanceStatus {
     derive = "PartialEq",
     doc = "Component is a Falco companion service managed by the instance operator.",
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.component.type"),
-    printcolumn(name = "ResourceType", type_ = "string", json_path = ".status.resourceType"),
+    printcolumn(
+        name = "ResourceType",
+        type_ = "string",
+        json_path = ".status.resourceType"
+    ),
     printcolumn(name = "Version", type_ = "string", json_path = ".status.version"),
-    printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredReplicas"),
-    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.availableReplicas"),
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".status.desiredReplicas"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.availableReplicas"
+    ),
     printcolumn(
         name = "Reconciled",
         type_ = "string",
@@ -153,7 +181,11 @@ pub struct InstanceStatus {
         type_ = "string",
         json_path = ".status.conditions[?(@.type == 'Available')].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentSpec {

@@ -20,7 +20,9 @@ pub mod artifact;
 pub mod common;
 pub mod instance;
 
-pub use artifact::{Config, ConfigSpec, Plugin, PluginConfig, PluginSpec, Rulesfile, RulesfileSpec};
+pub use artifact::{
+    Config, ConfigSpec, Plugin, PluginConfig, PluginSpec, Rulesfile, RulesfileSpec,
+};
 pub use common::{
     ArtifactStatus, ConfigMapRef, ImageSpec, OciArtifact, RegistryAuth, RegistryConfig, SecretRef,
     TlsConfig,
@@ -68,7 +70,8 @@ pub fn artifact_crds() -> Vec<CustomResourceDefinition> {
 
 /// Metadata fields kept inside an embedded pod template, as controller-gen's
 /// `generateEmbeddedObjectMeta` keeps them; the server-populated rest is pruned.
-const EMBEDDED_METADATA_FIELDS: [&str; 5] = ["annotations", "finalizers", "labels", "name", "namespace"];
+const EMBEDDED_METADATA_FIELDS: [&str; 5] =
+    ["annotations", "finalizers", "labels", "name", "namespace"];
 
 /// What the derive cannot express, applied to every CRD:
 /// - a `spec` whose fields are all optional (all kinds but Component) is itself optional and defaults to
@@ -79,7 +82,10 @@ fn finish(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
     let mut spec_optional = false;
     if let Some(spec) = root_property(&mut crd, "spec") {
         spec_optional = spec.required.as_ref().is_none_or(Vec::is_empty)
-            && spec.x_kubernetes_validations.as_ref().is_none_or(Vec::is_empty);
+            && spec
+                .x_kubernetes_validations
+                .as_ref()
+                .is_none_or(Vec::is_empty);
         if spec_optional {
             spec.default = Some(JSON(serde_json::json!({})));
         }
@@ -96,7 +102,10 @@ fn finish(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
     }
     if spec_optional {
         for version in &mut crd.spec.versions {
-            let root = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut());
+            let root = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut());
             if let Some(required) = root.and_then(|r| r.required.as_mut()) {
                 required.retain(|r| r != "spec");
             }
@@ -105,7 +114,10 @@ fn finish(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
     crd
 }
 
-fn root_property<'a>(crd: &'a mut CustomResourceDefinition, name: &str) -> Option<&'a mut JSONSchemaProps> {
+fn root_property<'a>(
+    crd: &'a mut CustomResourceDefinition,
+    name: &str,
+) -> Option<&'a mut JSONSchemaProps> {
     crd.spec
         .versions
         .first_mut()?

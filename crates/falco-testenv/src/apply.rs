@@ -25,7 +25,10 @@ pub fn read_manifests(path: &Path) -> Result<Vec<DynamicObject>, Error> {
     if path.is_dir() {
         for entry in std::fs::read_dir(path).map_err(io)? {
             let file = entry.map_err(io)?.path();
-            if matches!(file.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            if matches!(
+                file.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            ) {
                 files.push(file);
             }
         }
@@ -64,10 +67,9 @@ pub async fn apply_manifests(
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut applied = Vec::new();
     for object in objects {
-        let types = object
-            .types
-            .as_ref()
-            .ok_or_else(|| Error::Manifest(format!("{} has no apiVersion/kind", object.name_any())))?;
+        let types = object.types.as_ref().ok_or_else(|| {
+            Error::Manifest(format!("{} has no apiVersion/kind", object.name_any()))
+        })?;
         let gvk = GroupVersionKind::try_from(types)
             .map_err(|e| Error::Manifest(format!("{}: {e}", object.name_any())))?;
         let (resource, caps) = discovery

@@ -225,7 +225,10 @@ impl ControlPlane {
             format!("--etcd-servers={}", self.etcd_url),
             format!("--cert-dir={}", certs.display()),
             format!("--tls-cert-file={}", certs.join("serving.crt").display()),
-            format!("--tls-private-key-file={}", certs.join("serving.key").display()),
+            format!(
+                "--tls-private-key-file={}",
+                certs.join("serving.key").display()
+            ),
             format!("--secure-port={port}"),
             "--bind-address=127.0.0.1".to_owned(),
             // The default reconciler refuses a loopback address for the `kubernetes` Service.
@@ -237,7 +240,10 @@ impl ControlPlane {
             "--authorization-mode=RBAC".to_owned(),
             format!("--client-ca-file={}", certs.join("client-ca.crt").display()),
             format!("--service-account-issuer=https://127.0.0.1:{port}/"),
-            format!("--service-account-key-file={}", certs.join("sa.pub").display()),
+            format!(
+                "--service-account-key-file={}",
+                certs.join("sa.pub").display()
+            ),
             format!(
                 "--service-account-signing-key-file={}",
                 certs.join("sa.key").display()
@@ -445,28 +451,35 @@ impl Drop for ControlPlane {
             let _ = child.wait();
         }
         processes.clear();
-        if let Some((mut guard, stdin)) = self.guard.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some((mut guard, stdin)) =
+            self.guard.lock().unwrap_or_else(|e| e.into_inner()).take()
+        {
             drop(stdin);
             let _ = guard.wait();
         }
     }
 }
 
-/// Applies CRDs (server-side apply, field manager `falco-testenv`) and waits until every one is
-/// Established.
+/// Applies CRDs (server-side apply, field manager `falco-testenv`, all at once) and waits until
+/// every one is Established.
 pub async fn install_crds(client: &Client, crds: &[CustomResourceDefinition]) -> Result<(), Error> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    for crd in crds {
+    futures::future::try_join_all(crds.iter().map(|crd| {
         let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &params, &Patch::Apply(crd)).await?;
-    }
+        let (api, params) = (&api, &params);
+        async move { api.patch(&name, params, &Patch::Apply(crd)).await }
+    }))
+    .await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     for crd in crds {
         let name = crd.metadata.name.clone().unwrap_or_default();
         loop {
             let established = api.get(&name).await?.status.is_some_and(|s| {
-                s.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Established" && c.status == "True")
+                s.conditions
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
             });
             if established {
                 break;

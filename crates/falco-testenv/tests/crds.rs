@@ -28,7 +28,10 @@ async fn create<K: Resource<DynamicType = ()>>(
     object: Value,
 ) -> Result<Value, Status> {
     let object: DynamicObject = serde_json::from_value(object).expect("manifest");
-    match dynamic::<K>(client, ns).create(&PostParams::default(), &object).await {
+    match dynamic::<K>(client, ns)
+        .create(&PostParams::default(), &object)
+        .await
+    {
         Ok(created) => Ok(serde_json::to_value(created).expect("json")),
         Err(kube::Error::Api(status)) => Err(*status),
         Err(other) => panic!("unexpected error: {other}"),
@@ -42,7 +45,10 @@ async fn assert_rejected<K: Resource<DynamicType = ()>>(
     object: Value,
     message: &str,
 ) {
-    let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     match create::<K>(client, ns, object).await {
         Ok(_) => panic!("{name}: the API server accepted an invalid object (wanted: {message})"),
         Err(e) => {
@@ -74,23 +80,61 @@ async fn every_crd_is_established_with_status_subresource_and_columns() {
     let (client, _) = setup("crds").await;
     let api: Api<CustomResourceDefinition> = Api::all(client);
     let expected = [
-        ("falcos.instance.falcosecurity.dev", vec!["Type", "Version", "Desired", "Ready", "Reconciled", "Available", "Age"]),
-        ("components.instance.falcosecurity.dev", vec!["Type", "ResourceType", "Version", "Desired", "Ready", "Reconciled", "Available", "Age"]),
-        ("rulesfiles.artifact.falcosecurity.dev", vec!["Priority", "Programmed", "Age"]),
-        ("plugins.artifact.falcosecurity.dev", vec!["Programmed", "Age"]),
-        ("configs.artifact.falcosecurity.dev", vec!["Priority", "Programmed", "Age"]),
+        (
+            "falcos.instance.falcosecurity.dev",
+            vec![
+                "Type",
+                "Version",
+                "Desired",
+                "Ready",
+                "Reconciled",
+                "Available",
+                "Age",
+            ],
+        ),
+        (
+            "components.instance.falcosecurity.dev",
+            vec![
+                "Type",
+                "ResourceType",
+                "Version",
+                "Desired",
+                "Ready",
+                "Reconciled",
+                "Available",
+                "Age",
+            ],
+        ),
+        (
+            "rulesfiles.artifact.falcosecurity.dev",
+            vec!["Priority", "Programmed", "Age"],
+        ),
+        (
+            "plugins.artifact.falcosecurity.dev",
+            vec!["Programmed", "Age"],
+        ),
+        (
+            "configs.artifact.falcosecurity.dev",
+            vec!["Priority", "Programmed", "Age"],
+        ),
     ];
     for (name, columns) in expected {
         let crd = api.get(name).await.expect(name);
         let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
         assert!(
-            conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"),
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True"),
             "{name} is not Established"
         );
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
         assert!(
-            version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some(),
             "{name} has no status subresource"
         );
         let have: Vec<_> = version
@@ -101,9 +145,18 @@ async fn every_crd_is_established_with_status_subresource_and_columns() {
             .collect();
         assert_eq!(have, columns, "{name} printer columns");
     }
-    let falcos = api.get("falcos.instance.falcosecurity.dev").await.expect("falcos");
-    assert_eq!(falcos.spec.names.short_names, Some(vec!["falco".to_owned()]));
-    assert_eq!(falcos.spec.names.categories, Some(vec!["instances".to_owned()]));
+    let falcos = api
+        .get("falcos.instance.falcosecurity.dev")
+        .await
+        .expect("falcos");
+    assert_eq!(
+        falcos.spec.names.short_names,
+        Some(vec!["falco".to_owned()])
+    );
+    assert_eq!(
+        falcos.spec.names.categories,
+        Some(vec!["instances".to_owned()])
+    );
 }
 
 #[tokio::test]
@@ -112,7 +165,9 @@ async fn examples_apply_with_the_expected_defaults() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let objects = falco_testenv::read_manifests(&examples).expect("examples");
     assert!(objects.len() >= 6, "examples/ holds every kind");
-    falco_testenv::apply_manifests(&client, &ns, &objects).await.expect("examples apply");
+    falco_testenv::apply_manifests(&client, &ns, &objects)
+        .await
+        .expect("examples apply");
 
     let rules = Api::<Rulesfile>::namespaced(client.clone(), &ns);
     let official = rules.get("falco-rules").await.expect("falco-rules");
@@ -123,32 +178,59 @@ async fn examples_apply_with_the_expected_defaults() {
     assert_eq!(status.conditions.len(), 1);
     let pending = &status.conditions[0];
     assert_eq!(
-        (pending.type_.as_str(), pending.status.as_str(), pending.reason.as_str()),
+        (
+            pending.type_.as_str(),
+            pending.status.as_str(),
+            pending.reason.as_str()
+        ),
         ("Programmed", "Unknown", "Pending")
     );
     let local = rules.get("local-rules").await.expect("local-rules");
-    assert!(local.spec.inline_rules.as_ref().is_some_and(Value::is_array), "inline YAML kept as is");
+    assert!(
+        local
+            .spec
+            .inline_rules
+            .as_ref()
+            .is_some_and(Value::is_array),
+        "inline YAML kept as is"
+    );
 
     let component = Api::<Component>::namespaced(client.clone(), &ns)
         .get("falcosidekick")
         .await
         .expect("component");
-    assert_eq!(component.spec.replicas, Some(1), "Component replicas defaults to 1");
+    assert_eq!(
+        component.spec.replicas,
+        Some(1),
+        "Component replicas defaults to 1"
+    );
 
-    let falco = Api::<Falco>::namespaced(client.clone(), &ns).get("falco").await.expect("falco");
+    let falco = Api::<Falco>::namespaced(client.clone(), &ns)
+        .get("falco")
+        .await
+        .expect("falco");
     let template = falco.spec.pod_template_spec.expect("template");
     assert_eq!(
-        template.metadata.and_then(|m| m.labels).and_then(|l| l.get("team").cloned()),
+        template
+            .metadata
+            .and_then(|m| m.labels)
+            .and_then(|l| l.get("team").cloned()),
         Some("security".to_owned()),
         "labels inside podTemplateSpec are kept (embedded metadata)"
     );
-    let plugin = Api::<Plugin>::namespaced(client.clone(), &ns).get("container").await.expect("plugin");
+    let plugin = Api::<Plugin>::namespaced(client.clone(), &ns)
+        .get("container")
+        .await
+        .expect("plugin");
     assert_eq!(
         plugin.spec.config.and_then(|c| c.init_config),
         Some(json!({"label_max_len": 100, "with_size": false})),
         "initConfig keeps arbitrary nested values"
     );
-    let config = Api::<Config>::namespaced(client, &ns).get("json-output").await.expect("config");
+    let config = Api::<Config>::namespaced(client, &ns)
+        .get("json-output")
+        .await
+        .expect("config");
     assert_eq!(config.spec.priority, 60);
 }
 
@@ -156,22 +238,38 @@ async fn examples_apply_with_the_expected_defaults() {
 async fn upstream_manifests_without_spec_or_with_empty_spec_apply() {
     let (client, ns) = setup("upstream").await;
     // Upstream's own sample: `spec: {}`; and a manifest without any spec at all.
-    let created = create::<Falco>(&client, &ns, manifest("Falco", "instance.falcosecurity.dev", "falco-sample", json!({})))
-        .await
-        .expect("spec: {}");
+    let created = create::<Falco>(
+        &client,
+        &ns,
+        manifest(
+            "Falco",
+            "instance.falcosecurity.dev",
+            "falco-sample",
+            json!({}),
+        ),
+    )
+    .await
+    .expect("spec: {}");
     assert_eq!(created["spec"], json!({}));
     let no_spec = json!({
         "apiVersion": "instance.falcosecurity.dev/v1alpha1",
         "kind": "Falco",
         "metadata": {"name": "no-spec"},
     });
-    let created = create::<Falco>(&client, &ns, no_spec).await.expect("no spec");
+    let created = create::<Falco>(&client, &ns, no_spec)
+        .await
+        .expect("no spec");
     assert_eq!(created["spec"], json!({}), "spec defaults to {{}}");
     // Ignored combinations stay accepted, as upstream accepts them.
     create::<Falco>(
         &client,
         &ns,
-        manifest("Falco", "instance.falcosecurity.dev", "ds-with-replicas", json!({"type": "DaemonSet", "replicas": 3})),
+        manifest(
+            "Falco",
+            "instance.falcosecurity.dev",
+            "ds-with-replicas",
+            json!({"type": "DaemonSet", "replicas": 3}),
+        ),
     )
     .await
     .expect("replicas with a DaemonSet is ignored, not refused");
@@ -204,21 +302,33 @@ async fn invalid_specs_are_refused_with_a_message_a_person_can_act_on() {
     assert_rejected::<Rulesfile>(
         &client,
         &ns,
-        rulesfile("plain-and-tls", oci(json!({"repository": "a/b"}), json!({"plainHTTP": true, "tls": {}}))),
+        rulesfile(
+            "plain-and-tls",
+            oci(
+                json!({"repository": "a/b"}),
+                json!({"plainHTTP": true, "tls": {}}),
+            ),
+        ),
         "plainHTTP and tls are mutually exclusive",
     )
     .await;
     assert_rejected::<Rulesfile>(
         &client,
         &ns,
-        rulesfile("priority-high", json!({"priority": 100, "configMapRef": {"name": "x"}})),
+        rulesfile(
+            "priority-high",
+            json!({"priority": 100, "configMapRef": {"name": "x"}}),
+        ),
         "spec.priority",
     )
     .await;
     assert_rejected::<Rulesfile>(
         &client,
         &ns,
-        rulesfile("priority-low", json!({"priority": -1, "configMapRef": {"name": "x"}})),
+        rulesfile(
+            "priority-low",
+            json!({"priority": -1, "configMapRef": {"name": "x"}}),
+        ),
         "should be greater than or equal to 0",
     )
     .await;
@@ -232,70 +342,121 @@ async fn invalid_specs_are_refused_with_a_message_a_person_can_act_on() {
     assert_rejected::<Rulesfile>(
         &client,
         &ns,
-        rulesfile("repo-with-tag", oci(json!({"repository": "falcosecurity/rules:3"}), json!({}))),
+        rulesfile(
+            "repo-with-tag",
+            oci(json!({"repository": "falcosecurity/rules:3"}), json!({})),
+        ),
         "repository must be an OCI repository path",
     )
     .await;
     assert_rejected::<Rulesfile>(
         &client,
         &ns,
-        rulesfile("bad-tag", oci(json!({"repository": "a/b", "tag": "sha256:short"}), json!({}))),
+        rulesfile(
+            "bad-tag",
+            oci(
+                json!({"repository": "a/b", "tag": "sha256:short"}),
+                json!({}),
+            ),
+        ),
         "tag must be an OCI tag",
     )
     .await;
     assert_rejected::<Rulesfile>(
         &client,
         &ns,
-        rulesfile("registry-url", oci(json!({"repository": "a/b"}), json!({"name": "https://ghcr.io"}))),
+        rulesfile(
+            "registry-url",
+            oci(
+                json!({"repository": "a/b"}),
+                json!({"name": "https://ghcr.io"}),
+            ),
+        ),
         "registry.name is a host[:port]",
     )
     .await;
     assert_rejected::<Rulesfile>(
         &client,
         &ns,
-        rulesfile("secret-without-name", oci(json!({"repository": "a/b"}), json!({"auth": {"secretRef": {}}}))),
+        rulesfile(
+            "secret-without-name",
+            oci(
+                json!({"repository": "a/b"}),
+                json!({"auth": {"secretRef": {}}}),
+            ),
+        ),
         "secretRef.name: Required value",
     )
     .await;
     assert_rejected::<Config>(
         &client,
         &ns,
-        manifest("Config", "artifact.falcosecurity.dev", "empty-cm", json!({"configMapRef": {"name": ""}})),
+        manifest(
+            "Config",
+            "artifact.falcosecurity.dev",
+            "empty-cm",
+            json!({"configMapRef": {"name": ""}}),
+        ),
         "spec.configMapRef.name",
     )
     .await;
     assert_rejected::<Plugin>(
         &client,
         &ns,
-        manifest("Plugin", "artifact.falcosecurity.dev", "relative", json!({"config": {"libraryPath": "plugins/x.so"}})),
+        manifest(
+            "Plugin",
+            "artifact.falcosecurity.dev",
+            "relative",
+            json!({"config": {"libraryPath": "plugins/x.so"}}),
+        ),
         "libraryPath must be an absolute path",
     )
     .await;
     assert_rejected::<Falco>(
         &client,
         &ns,
-        manifest("Falco", "instance.falcosecurity.dev", "statefulset", json!({"type": "StatefulSet"})),
+        manifest(
+            "Falco",
+            "instance.falcosecurity.dev",
+            "statefulset",
+            json!({"type": "StatefulSet"}),
+        ),
         "supported values: \"DaemonSet\", \"Deployment\"",
     )
     .await;
     assert_rejected::<Falco>(
         &client,
         &ns,
-        manifest("Falco", "instance.falcosecurity.dev", "zero", json!({"type": "Deployment", "replicas": 0})),
+        manifest(
+            "Falco",
+            "instance.falcosecurity.dev",
+            "zero",
+            json!({"type": "Deployment", "replicas": 0}),
+        ),
         "spec.replicas",
     )
     .await;
     assert_rejected::<Component>(
         &client,
         &ns,
-        manifest("Component", "instance.falcosecurity.dev", "no-type", json!({"replicas": 1})),
+        manifest(
+            "Component",
+            "instance.falcosecurity.dev",
+            "no-type",
+            json!({"replicas": 1}),
+        ),
         "spec.component: Required value",
     )
     .await;
     assert_rejected::<Component>(
         &client,
         &ns,
-        manifest("Component", "instance.falcosecurity.dev", "talon", json!({"component": {"type": "talon"}})),
+        manifest(
+            "Component",
+            "instance.falcosecurity.dev",
+            "talon",
+            json!({"component": {"type": "talon"}}),
+        ),
         "supported values: \"metacollector\", \"falcosidekick\", \"falcosidekick-ui\"",
     )
     .await;
@@ -311,8 +472,13 @@ async fn status_is_written_only_through_the_status_subresource() {
         "spec": {},
         "status": {"resourceType": "DaemonSet", "desiredReplicas": 7},
     });
-    let created = create::<Falco>(&client, &ns, with_status).await.expect("create");
-    assert!(created.get("status").is_none_or(Value::is_null), "status in a create is dropped: {created}");
+    let created = create::<Falco>(&client, &ns, with_status)
+        .await
+        .expect("create");
+    assert!(
+        created.get("status").is_none_or(Value::is_null),
+        "status in a create is dropped: {created}"
+    );
 
     let api = Api::<Falco>::namespaced(client, &ns);
     let pp = PatchParams::apply("falco-testenv-test").force();
@@ -322,11 +488,18 @@ async fn status_is_written_only_through_the_status_subresource() {
         "metadata": {"name": "f"},
         "status": {"desiredReplicas": 5},
     });
-    api.patch("f", &pp, &Patch::Apply(&patch)).await.expect("main resource patch");
+    api.patch("f", &pp, &Patch::Apply(&patch))
+        .await
+        .expect("main resource patch");
     let status = api.get("f").await.expect("get").status;
-    assert!(status.is_none(), "a patch of the main resource does not write status: {status:?}");
+    assert!(
+        status.is_none(),
+        "a patch of the main resource does not write status: {status:?}"
+    );
 
-    api.patch_status("f", &pp, &Patch::Apply(&patch)).await.expect("status patch");
+    api.patch_status("f", &pp, &Patch::Apply(&patch))
+        .await
+        .expect("status patch");
     let status = api.get("f").await.expect("get").status.expect("status");
     assert_eq!(status.desired_replicas, 5);
 }

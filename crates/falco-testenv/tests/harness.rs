@@ -20,7 +20,9 @@ fn wait_for(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool)
 }
 
 fn port_open(url: &str) -> bool {
-    let addr = url.trim_start_matches("https://").trim_start_matches("http://");
+    let addr = url
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
     std::net::TcpStream::connect(addr).is_ok()
 }
 
@@ -34,7 +36,10 @@ async fn rbac_is_enforced_for_users_without_bindings() {
         .await
         .expect("admin may list");
     let nobody = cp.client_as("nobody", None).await.expect("client");
-    match Api::<ConfigMap>::namespaced(nobody, &ns).list(&ListParams::default()).await {
+    match Api::<ConfigMap>::namespaced(nobody, &ns)
+        .list(&ListParams::default())
+        .await
+    {
         Err(kube::Error::Api(e)) => assert_eq!(e.code, 403, "{}", e.message),
         other => panic!("a user without bindings must be forbidden, got {other:?}"),
     }
@@ -52,7 +57,9 @@ async fn namespaces_are_fresh_per_call() {
 
 #[tokio::test]
 async fn dropping_a_control_plane_stops_the_servers_and_removes_its_files() {
-    let cp = ControlPlane::start(StartOptions::default()).await.expect("start");
+    let cp = ControlPlane::start(StartOptions::default())
+        .await
+        .expect("start");
     let dir = cp.dir().to_owned();
     let (server, etcd) = (cp.server_url().to_owned(), cp.etcd_url().to_owned());
     assert!(dir.join("kube-apiserver.log").is_file());
@@ -90,7 +97,10 @@ fn killing_the_cli_with_sigkill_leaves_no_process_and_no_directory() {
             break;
         }
     }
-    assert!(server.starts_with("https://127.0.0.1:"), "no ready line; got server {server:?}");
+    assert!(
+        server.starts_with("https://127.0.0.1:"),
+        "no ready line; got server {server:?}"
+    );
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
     stdout.read_line(&mut line).expect("ready line");
@@ -100,6 +110,14 @@ fn killing_the_cli_with_sigkill_leaves_no_process_and_no_directory() {
 
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
-    wait_for("the guard to stop kube-apiserver", Duration::from_secs(30), || !port_open(&server));
-    wait_for("the guard to remove the scratch directory", Duration::from_secs(30), || !dir.exists());
+    wait_for(
+        "the guard to stop kube-apiserver",
+        Duration::from_secs(30),
+        || !port_open(&server),
+    );
+    wait_for(
+        "the guard to remove the scratch directory",
+        Duration::from_secs(30),
+        || !dir.exists(),
+    );
 }
