@@ -6,7 +6,8 @@ DEMO_DIR ?= .demo
 .PHONY: demo test lint fmt clippy crds testenv garage bench build clean
 
 ## demo: a local control plane with the CRDs and sample resources; Ctrl-C stops everything.
-demo: build testenv
+demo: testenv
+	$(CARGO) build -q -p falco-testenv --bins
 	@bash hack/demo.sh "$(DEMO_DIR)"
 
 ## test: every test of the workspace, against a real kube-apiserver + etcd (and the other real

@@ -26,7 +26,7 @@ trap cleanup INT TERM EXIT
 
 step "Starting a local Kubernetes control plane (etcd + kube-apiserver) with the Falco CRDs"
 "$bin/falco-testenv" up --dir "$dir" --namespace default --apply examples/ \
-  >"$dir/testenv.out" 2> >(tee "$dir/testenv.log" >&2) &
+  >"$dir/testenv.out" 2>"$dir/testenv.log" &
 pids+=($!)
 for _ in $(seq 1 600); do
   grep -q '^export KUBECONFIG=' "$dir/testenv.out" 2>/dev/null && break
@@ -35,6 +35,7 @@ for _ in $(seq 1 600); do
 done
 grep -q '^export KUBECONFIG=' "$dir/testenv.out" || { echo "the control plane did not become ready" >&2; exit 1; }
 kubeconfig="$dir/kubeconfig"
+grep -E '^(build-testenv|control plane ready)' "$dir/testenv.log" || true
 
 step "Sample resources (examples/*.yaml) applied"
 if command -v kubectl >/dev/null 2>&1; then

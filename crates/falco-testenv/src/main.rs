@@ -1,5 +1,6 @@
 //! `falco-testenv`: a real local Kubernetes control plane for the demo and the benchmarks.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -100,7 +101,8 @@ async fn up(
     println!("export KUBECONFIG={}", kubeconfig.display());
 
     wait_for_shutdown().await?;
-    eprintln!("stopping the control plane");
+    // stderr may be gone by now (a pipe closed by the same Ctrl-C): never panic on it.
+    let _ = writeln!(std::io::stderr(), "stopping the control plane");
     let _ = std::fs::remove_file(&kubeconfig);
     cp.stop();
     Ok(())
