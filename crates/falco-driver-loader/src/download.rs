@@ -254,12 +254,17 @@ impl Fetcher {
         }
     }
 
-    /// GETs a small file; `Ok(None)` on 404.
+    /// GETs a small file; `Ok(None)` when absent (404, 410, or 403 as S3 answers for a
+    /// missing key).
     pub async fn fetch_small(&self, url: &str, limit: u64) -> Result<Option<Vec<u8>>> {
         self.with_retries(url, || async {
             let resp = match self.send(url).await {
                 Attempt::Done(Ok(resp)) => resp,
-                Attempt::Done(Err(Error::HttpStatus { status: 404, .. })) => {
+                // S3 answers 403 for a missing key when listing is not allowed.
+                Attempt::Done(Err(Error::HttpStatus {
+                    status: 403 | 404 | 410,
+                    ..
+                })) => {
                     return Attempt::Done(Ok(None));
                 }
                 Attempt::Done(Err(e)) => return Attempt::Done(Err(e)),
@@ -399,9 +404,6 @@ impl Fetcher {
     }
 }
 
-/// Bytes written between two `fdatasync` calls of a download in progress.
-const SYNC_EVERY: usize = 4 << 20;
-
 /// Writes chunks to a file and hashes them on a dedicated thread.
 struct HashingWriter {
     tx: std::sync::mpsc::SyncSender<Bytes>,
@@ -414,17 +416,9 @@ impl HashingWriter {
         let worker = std::thread::spawn(move || {
             let mut out = BufWriter::with_capacity(1 << 20, file);
             let mut hasher = Sha256::new();
-            let mut unsynced = 0usize;
             for chunk in rx {
                 hasher.update(&chunk);
                 out.write_all(&chunk)?;
-                unsynced += chunk.len();
-                // Start writeback while the rest arrives, so the final fsync is short.
-                if unsynced >= SYNC_EVERY {
-                    out.flush()?;
-                    out.get_ref().sync_data()?;
-                    unsynced = 0;
-                }
             }
             out.flush()?;
             Ok(hex::encode(hasher.finalize()))

@@ -212,18 +212,18 @@ async fn obtain(
             tracing::info!(path = %dest.display(), verification = expected.label(), "using the cached driver (matches the repository)");
             return Ok(Source::Cache);
         }
-        if matches!(expected, Expected::Nothing) {
-            tracing::warn!(
-                url,
-                "the repository publishes no checksum; the download is only checked for completeness"
-            );
-        }
         let installed = match staged {
             Some(staged) => staged.and_then(|staged| install_staged(staged, dest, &expected)),
             None => fetcher.download(&url, dest, &expected).await,
         };
         match installed {
             Ok(installed) => {
+                if matches!(expected, Expected::Nothing) {
+                    tracing::warn!(
+                        url,
+                        "the repository publishes no checksum: the driver was only checked for completeness"
+                    );
+                }
                 tracing::info!(
                     url,
                     path = %installed.path.display(),

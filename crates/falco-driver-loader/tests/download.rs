@@ -211,6 +211,8 @@ async fn require_verified_refuses_a_driver_without_checksum() {
     let body = driver_bytes(50_000);
     let path = Repo::driver_path("/r");
     repo.route(&path, vec![Reply::Body(body.clone())]); // no .sha256, no index
+    // A missing key on S3 without list permission is a 403: still "no checksum".
+    repo.route(&format!("{path}.sha256"), vec![Reply::Status(403)]);
     let sb = Sandbox::new();
     let (ok, _, err) = run(sb.loader(
         &[repo.url("/r")],
@@ -359,5 +361,29 @@ async fn proxies_come_from_the_environment() {
     let (ok, _, err) = run(cmd).await;
     assert!(ok, "{err}");
     assert_eq!(proxy.hits(&Repo::driver_path("/r")).len(), 1);
+    assert_installed(&sb.cached(), &body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_redirects_are_followed() {
+    let repo = Repo::start().await;
+    let body = driver_bytes(40_000);
+    repo.serve_driver("/moved", &body);
+    let from = Repo::driver_path("/r");
+    let to = Repo::driver_path("/moved");
+    repo.route(&from, vec![Reply::Redirect(to.clone())]);
+    repo.route(
+        &format!("{from}.sha256"),
+        vec![Reply::Redirect(format!("{to}.sha256"))],
+    );
+    let sb = Sandbox::new();
+    let (ok, _, err) = run(sb.loader(&[repo.url("/r")], &["install", "--compile=false"])).await;
+    assert!(ok, "{err}");
+    assert_eq!(repo.hits(&from).len(), 1);
+    assert_eq!(repo.hits(&to).len(), 1);
+    assert!(
+        err.contains("sha256 file"),
+        "verified through the redirect: {err}"
+    );
     assert_installed(&sb.cached(), &body);
 }

@@ -34,6 +34,8 @@ pub enum Reply {
     Truncated(Vec<u8>, usize),
     /// 200 announcing the full length, sending the first bytes, then never finishing.
     Stall(Vec<u8>, usize),
+    /// 302 to another location.
+    Redirect(String),
 }
 
 #[derive(Default)]
@@ -64,6 +66,7 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, uri: Uri) -> Response {
     match reply {
         None => StatusCode::NOT_FOUND.into_response(),
         Some(Reply::Status(code)) => StatusCode::from_u16(code).unwrap().into_response(),
+        Some(Reply::Redirect(to)) => (StatusCode::FOUND, [(header::LOCATION, to)]).into_response(),
         Some(Reply::Body(bytes)) => bytes.into_response(),
         Some(Reply::TooMany(secs)) => (
             StatusCode::TOO_MANY_REQUESTS,

@@ -1,0 +1,526 @@
+//! Pulling Falco rulesfile and plugin artifacts from OCI registries with `oci-client`.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::manifest::{
+    OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciImageManifest, OciManifest,
+};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+use crate::archive::{self, ExtractedFile};
+use crate::{Error, Result};
+
+/// Config media type of a Falco rulesfile artifact.
+pub const RULESFILE_CONFIG_MEDIA_TYPE: &str = "application/vnd.cncf.falco.rulesfile.config.v1+json";
+/// Layer media type of a Falco rulesfile artifact.
+pub const RULESFILE_LAYER_MEDIA_TYPE: &str = "application/vnd.cncf.falco.rulesfile.layer.v1+tar.gz";
+/// Config media type of a Falco plugin artifact.
+pub const PLUGIN_CONFIG_MEDIA_TYPE: &str = "application/vnd.cncf.falco.plugin.config.v1+json";
+/// Layer media type of a Falco plugin artifact.
+pub const PLUGIN_LAYER_MEDIA_TYPE: &str = "application/vnd.cncf.falco.plugin.layer.v1+tar.gz";
+/// User agent sent to registries.
+pub const USER_AGENT: &str = "falco-artifact-operator";
+
+/// The kind of Falco artifact a CR expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactType {
+    /// A rules file (`Rulesfile` CR).
+    Rulesfile,
+    /// A plugin shared object (`Plugin` CR).
+    Plugin,
+}
+
+impl ArtifactType {
+    /// The config media type required for this kind.
+    pub fn config_media_type(self) -> &'static str {
+        match self {
+            Self::Rulesfile => RULESFILE_CONFIG_MEDIA_TYPE,
+            Self::Plugin => PLUGIN_CONFIG_MEDIA_TYPE,
+        }
+    }
+
+    /// The layer media type required for this kind.
+    pub fn layer_media_type(self) -> &'static str {
+        match self {
+            Self::Rulesfile => RULESFILE_LAYER_MEDIA_TYPE,
+            Self::Plugin => PLUGIN_LAYER_MEDIA_TYPE,
+        }
+    }
+}
+
+/// Credentials for a registry.
+#[derive(Clone, Default)]
+pub enum Auth {
+    /// No credentials.
+    #[default]
+    Anonymous,
+    /// HTTP basic credentials (also used for the registry's token exchange).
+    Basic {
+        /// User name.
+        username: String,
+        /// Password.
+        password: String,
+    },
+    /// A bearer token sent as is.
+    Bearer(String),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Anonymous => f.write_str("Anonymous"),
+            Self::Basic { username, .. } => write!(f, "Basic({username}, ***)"),
+            Self::Bearer(_) => f.write_str("Bearer(***)"),
+        }
+    }
+}
+
+impl Auth {
+    fn to_registry_auth(&self) -> RegistryAuth {
+        match self {
+            Self::Anonymous => RegistryAuth::Anonymous,
+            Self::Basic { username, password } => {
+                RegistryAuth::Basic(username.clone(), password.clone())
+            }
+            Self::Bearer(token) => RegistryAuth::Bearer(token.clone()),
+        }
+    }
+}
+
+/// Retry policy for transient registry answers (429, 5xx, connection errors).
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in total, the first one included.
+    pub attempts: u32,
+    /// Delay before the first retry; doubled on each further one, with ±50 % jitter.
+    pub base_delay: Duration,
+    /// Upper bound of one delay.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 5,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Size limits for pulled content.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_bytes: u64,
+    /// Largest (compressed) layer accepted, in bytes.
+    pub max_layer_bytes: u64,
+    /// Limits applied while extracting the layer.
+    pub archive: archive::Limits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_manifest_bytes: 4 * 1024 * 1024,
+            max_layer_bytes: 64 * 1024 * 1024,
+            archive: archive::Limits::default(),
+        }
+    }
+}
+
+/// How to reach one registry.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryConfig {
+    /// Credentials.
+    pub auth: Auth,
+    /// PEM bundle of extra CA certificates to trust.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Registries (`host:port`) reached over plain HTTP; every other registry uses HTTPS.
+    pub insecure_registries: Vec<String>,
+    /// Size limits.
+    pub limits: Limits,
+    /// Retries on transient failures.
+    pub retry: RetryPolicy,
+}
+
+/// An artifact that was downloaded and validated, ready for the store.
+#[derive(Debug, Clone)]
+pub struct PulledArtifact {
+    /// The manifest digest the reference resolved to (the index digest for an index).
+    pub digest: String,
+    /// The single file of the layer.
+    pub file: ExtractedFile,
+}
+
+/// The result of [`Puller::pull`].
+#[derive(Debug, Clone)]
+pub enum PullOutcome {
+    /// The registry still serves the installed digest; nothing was downloaded.
+    Unchanged {
+        /// The installed digest.
+        digest: String,
+    },
+    /// A new version was downloaded.
+    Pulled(PulledArtifact),
+}
+
+/// Pulls Falco artifacts.
+pub struct Puller {
+    client: Client,
+    config: RegistryConfig,
+}
+
+impl std::fmt::Debug for Puller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Puller")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Tells apart the failures worth retrying.
+fn is_transient(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::ServerError { code, .. } => {
+            matches!(code, 429 | 500 | 502 | 503 | 504)
+        }
+        OciDistributionError::RequestError(e) => e.is_connect() || e.is_timeout() || e.is_request(),
+        _ => false,
+    }
+}
+
+fn classify(reference: &str, e: OciDistributionError) -> Error {
+    let text = e.to_string();
+    let reference = reference.to_owned();
+    match &e {
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => Error::Auth {
+            reference,
+            detail: text,
+        },
+        OciDistributionError::ServerError {
+            code: 401 | 403, ..
+        } => Error::Auth {
+            reference,
+            detail: text,
+        },
+        OciDistributionError::ServerError { code: 404, .. }
+        | OciDistributionError::ImageManifestNotFoundError(_) => Error::NotFound {
+            reference,
+            detail: text,
+        },
+        OciDistributionError::RegistryError { .. }
+            if text.contains("UNAUTHORIZED") || text.contains("DENIED") =>
+        {
+            Error::Auth {
+                reference,
+                detail: text,
+            }
+        }
+        OciDistributionError::RegistryError { .. }
+            if text.contains("MANIFEST_UNKNOWN")
+                || text.contains("NAME_UNKNOWN")
+                || text.contains("BLOB_UNKNOWN") =>
+        {
+            Error::NotFound {
+                reference,
+                detail: text,
+            }
+        }
+        _ => Error::Registry {
+            reference,
+            source: e,
+        },
+    }
+}
+
+/// Jitter in [0.5, 1.5) without a random number generator dependency.
+fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    0.5 + f64::from(nanos % 1000) / 1000.0
+}
+
+impl Puller {
+    /// A puller for registries configured by `config`.
+    pub fn new(config: RegistryConfig) -> Result<Self> {
+        let mut extra_root_certificates = Vec::new();
+        if let Some(pem) = &config.ca_pem {
+            if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                return Err(Error::ClientConfig(
+                    "the CA bundle holds no PEM certificate".into(),
+                ));
+            }
+            extra_root_certificates.push(Certificate {
+                encoding: CertificateEncoding::Pem,
+                data: pem.clone(),
+            });
+        }
+        let protocol = if config.insecure_registries.is_empty() {
+            ClientProtocol::Https
+        } else {
+            ClientProtocol::HttpsExcept(config.insecure_registries.clone())
+        };
+        let client = Client::new(ClientConfig {
+            protocol,
+            extra_root_certificates,
+            user_agent: USER_AGENT,
+            connect_timeout: Some(Duration::from_secs(10)),
+            read_timeout: Some(Duration::from_secs(60)),
+            max_concurrent_download: 1,
+            ..ClientConfig::default()
+        });
+        Ok(Self { client, config })
+    }
+
+    async fn retry<T, F, Fut>(&self, reference: &str, mut call: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, OciDistributionError>>,
+    {
+        let policy = self.config.retry;
+        let mut delay = policy.base_delay;
+        let mut attempt = 1;
+        loop {
+            match call().await {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt < policy.attempts && is_transient(&e) => {
+                    let wait = delay.mul_f64(jitter()).min(policy.max_delay);
+                    tracing::warn!(%reference, attempt, error = %e, ?wait, "transient registry failure, retrying");
+                    tokio::time::sleep(wait).await;
+                    delay = (delay * 2).min(policy.max_delay);
+                    attempt += 1;
+                }
+                Err(e) => return Err(classify(reference, e)),
+            }
+        }
+    }
+
+    /// Pulls `reference` (`registry/repo:tag` or `registry/repo@sha256:…`) as an artifact of
+    /// type `kind`.
+    ///
+    /// When `installed_digest` is what the registry serves, this costs one manifest `HEAD`
+    /// (none for a digest-pinned reference) and downloads nothing.
+    pub async fn pull(
+        &self,
+        reference: &str,
+        kind: ArtifactType,
+        installed_digest: Option<&str>,
+    ) -> Result<PullOutcome> {
+        let parsed: Reference =
+            reference
+                .parse()
+                .map_err(|e: oci_client::ParseError| Error::Invalid {
+                    what: "OCI reference",
+                    reason: format!("{reference:?}: {e}"),
+                })?;
+        let auth = self.config.auth.to_registry_auth();
+        let digest = match parsed.digest() {
+            Some(pinned) => pinned.to_owned(),
+            None => {
+                self.retry(reference, || {
+                    self.client.fetch_manifest_digest(&parsed, &auth)
+                })
+                .await?
+            }
+        };
+        if installed_digest == Some(digest.as_str()) {
+            return Ok(PullOutcome::Unchanged { digest });
+        }
+        // Everything below is addressed by digest, so a tag moving meanwhile cannot mix versions.
+        let pinned = parsed.clone_with_digest(digest.clone());
+        let manifest = self.image_manifest(reference, &pinned, &auth).await?;
+        check_media_type(
+            reference,
+            "config",
+            &manifest.config.media_type,
+            kind.config_media_type(),
+        )?;
+        let layer = manifest
+            .layers
+            .first()
+            .ok_or_else(|| Error::Archive("the manifest has no layers".into()))?;
+        check_media_type(
+            reference,
+            "layer",
+            &layer.media_type,
+            kind.layer_media_type(),
+        )?;
+        let blob = self.blob(reference, &pinned, layer).await?;
+        let mut files = archive::extract_tar_gz(&blob, &self.config.limits.archive)?;
+        let file = files.swap_remove(0);
+        Ok(PullOutcome::Pulled(PulledArtifact { digest, file }))
+    }
+
+    async fn manifest_bytes(
+        &self,
+        reference: &str,
+        image: &Reference,
+        auth: &RegistryAuth,
+    ) -> Result<OciManifest> {
+        let accepted = [OCI_IMAGE_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE];
+        let (bytes, _digest) = self
+            .retry(reference, || {
+                self.client.pull_manifest_raw(image, auth, &accepted)
+            })
+            .await?;
+        let limit = self.config.limits.max_manifest_bytes;
+        if bytes.len() as u64 > limit {
+            return Err(Error::TooLarge {
+                reference: reference.into(),
+                what: "manifest",
+                size: bytes.len() as u64,
+                limit,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| Error::Registry {
+            reference: reference.into(),
+            source: OciDistributionError::ManifestParsingError(e.to_string()),
+        })
+    }
+
+    async fn image_manifest(
+        &self,
+        reference: &str,
+        image: &Reference,
+        auth: &RegistryAuth,
+    ) -> Result<OciImageManifest> {
+        match self.manifest_bytes(reference, image, auth).await? {
+            OciManifest::Image(m) => Ok(m),
+            OciManifest::ImageIndex(index) => {
+                // As upstream: the platform of the sidecar itself.
+                let digest = oci_client::client::current_platform_resolver(&index.manifests)
+                    .ok_or_else(|| Error::NotFound {
+                        reference: reference.into(),
+                        detail: "no manifest for this node's platform in the index".into(),
+                    })?;
+                match self
+                    .manifest_bytes(reference, &image.clone_with_digest(digest), auth)
+                    .await?
+                {
+                    OciManifest::Image(m) => Ok(m),
+                    OciManifest::ImageIndex(_) => Err(Error::WrongMediaType {
+                        reference: reference.into(),
+                        what: "manifest",
+                        found: OCI_IMAGE_INDEX_MEDIA_TYPE.into(),
+                        expected: OCI_IMAGE_MEDIA_TYPE.into(),
+                    }),
+                }
+            }
+        }
+    }
+
+    async fn blob(
+        &self,
+        reference: &str,
+        image: &Reference,
+        layer: &OciDescriptor,
+    ) -> Result<Vec<u8>> {
+        let limit = self.config.limits.max_layer_bytes;
+        let size = u64::try_from(layer.size).unwrap_or(u64::MAX);
+        if size > limit {
+            return Err(Error::TooLarge {
+                reference: reference.into(),
+                what: "layer",
+                size,
+                limit,
+            });
+        }
+        self.retry(reference, || async {
+            let mut out = LimitedWriter {
+                data: Vec::with_capacity(usize::try_from(size).unwrap_or(0)),
+                limit: size,
+            };
+            self.client.pull_blob(image, layer, &mut out).await?;
+            Ok(out.data)
+        })
+        .await
+    }
+}
+
+fn check_media_type(
+    reference: &str,
+    what: &'static str,
+    found: &str,
+    expected: &str,
+) -> Result<()> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(Error::WrongMediaType {
+            reference: reference.into(),
+            what,
+            found: found.into(),
+            expected: expected.into(),
+        })
+    }
+}
+
+/// Collects a blob in memory and fails as soon as it grows past the size announced by the manifest.
+struct LimitedWriter {
+    data: Vec<u8>,
+    limit: u64,
+}
+
+impl tokio::io::AsyncWrite for LimitedWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if (self.data.len() + buf.len()) as u64 > self.limit {
+            return Poll::Ready(Err(std::io::Error::other(format!(
+                "blob larger than its {} announced bytes",
+                self.limit
+            ))));
+        }
+        self.data.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_errors_are_retried_and_others_classified() {
+        let e = |code| OciDistributionError::ServerError {
+            code,
+            url: "u".into(),
+            message: String::new(),
+        };
+        assert!(is_transient(&e(429)));
+        assert!(is_transient(&e(503)));
+        assert!(!is_transient(&e(404)));
+        assert!(matches!(classify("r", e(401)), Error::Auth { .. }));
+        assert!(matches!(classify("r", e(404)), Error::NotFound { .. }));
+        assert!(matches!(classify("r", e(400)), Error::Registry { .. }));
+        assert!(
+            format!(
+                "{:?}",
+                Auth::Basic {
+                    username: "u".into(),
+                    password: "secret".into()
+                }
+            )
+            .contains("***")
+        );
+    }
+}
