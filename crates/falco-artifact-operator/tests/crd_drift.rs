@@ -9,19 +9,30 @@ fn run_crd(args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("run the binary");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
 #[test]
 fn committed_crds_match_the_types() {
     let generated = tempfile::tempdir().expect("tempdir");
-    let written = run_crd(&["--output-dir", generated.path().to_str().expect("utf-8 path")]);
+    let written = run_crd(&[
+        "--output-dir",
+        generated.path().to_str().expect("utf-8 path"),
+    ]);
     let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds");
     // "wrote <path>" lines, in the order the CRDs are printed on stdout.
     let names: Vec<_> = written
         .lines()
-        .filter_map(|l| Path::new(l.trim_start_matches("wrote ")).file_name().map(ToOwned::to_owned))
+        .filter_map(|l| {
+            Path::new(l.trim_start_matches("wrote "))
+                .file_name()
+                .map(ToOwned::to_owned)
+        })
         .collect();
     assert!(!names.is_empty(), "the crd subcommand wrote no file");
     let mut stream = String::new();
@@ -35,5 +46,9 @@ fn committed_crds_match_the_types() {
         );
         stream.push_str(&want);
     }
-    assert_eq!(run_crd(&[]), stream, "stdout and --output-dir must render the same CRDs");
+    assert_eq!(
+        run_crd(&[]),
+        stream,
+        "stdout and --output-dir must render the same CRDs"
+    );
 }
