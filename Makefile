@@ -7,7 +7,7 @@ DEMO_DIR ?= .demo
 
 ## demo: a local control plane with the CRDs and sample resources; Ctrl-C stops everything.
 demo: testenv
-	$(CARGO) build -q -p falco-testenv --bins
+	$(CARGO) build -q -p falco-testenv -p falco-driver-repo -p falco-driver-loader --bins
 	@bash hack/demo.sh "$(DEMO_DIR)"
 
 ## test: every test of the workspace, against a real kube-apiserver + etcd (and the other real

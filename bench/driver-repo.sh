@@ -23,7 +23,10 @@ echo "bench/driver-repo: building falco-driver-repo (release)" >&2
 cargo build --release -q -p falco-driver-repo --manifest-path "$root/Cargo.toml"
 bin="$CARGO_TARGET_DIR/release/falco-driver-repo"
 
+loadavg="$(cut -d' ' -f1-3 /proc/loadavg)"
 work="$(mktemp -d /tmp/falco-driver-repo-bench.XXXXXX)"
+# NGINX workers run as www-data: the tree they serve must be readable by others.
+chmod 755 "$work"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
@@ -80,7 +83,11 @@ wait_http "http://127.0.0.1:$nport/"
 
 rps() { # rps URL -> "requests/s MB/s"
   local out
-  out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$1")"
+  out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" "$1")"
+  printf '%s\n%s\n' "$1" "$out" >>"$work/wrk.log"
+  if grep -q "Non-2xx" <<<"$out" && [[ "$1" != *missing* ]]; then
+    die "errors from $1: $(grep Non-2xx <<<"$out")"
+  fi
   local r t
   r="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
   t="$(awk '/^Transfer\/sec:/ {print $2}' <<<"$out")"
@@ -103,9 +110,10 @@ stop_repo() { kill -TERM "$repo_pid"; wait "$repo_pid" 2>/dev/null || true; }
 
 declare -A R
 measure() { # measure LABEL PORT
-  R["$1,small"]="$(rps "http://127.0.0.1:$2/driver/$VU/x86_64/$small")"
-  R["$1,404"]="$(rps "http://127.0.0.1:$2/driver/$VU/x86_64/$missing")"
-  R["$1,large"]="$(rps "http://127.0.0.1:$2/driver/$VU/x86_64/$large")"
+  local v
+  v="$(rps "http://127.0.0.1:$2/driver/$VU/x86_64/$small")"; R["$1,small"]="$v"
+  v="$(rps "http://127.0.0.1:$2/driver/$VU/x86_64/$missing")"; R["$1,404"]="$v"
+  v="$(rps "http://127.0.0.1:$2/driver/$VU/x86_64/$large")"; R["$1,large"]="$v"
 }
 
 echo "bench/driver-repo: nginx" >&2
@@ -198,6 +206,8 @@ section="$work/section.md"
   echo "Statistics overhead (stats on vs off, local): 1 KB $(ratio "$(first "${R[local_on,small]}")" "$(first "${R[local_off,small]}")"),"
   echo "10 MiB $(ratio "$(second "${R[local_on,large]}")" "$(second "${R[local_off,large]}")") of the throughput without statistics."
   echo "404s are answered from the negative cache after the first miss, so they cost no storage call."
+  echo "Load average at the start: $loadavg (the host is shared; figures vary by tens of"
+  echo "percent between runs, so compare ratios from the same run)."
   echo
 }>"$section"
 
