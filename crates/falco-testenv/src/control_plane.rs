@@ -118,18 +118,18 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// Where the servers keep their files: tmpfs when there is one (etcd writes a lot).
+/// Where the servers keep their files: tmpfs when there is one (etcd writes a lot), else the
+/// system's temporary directory.
 fn scratch_dir() -> Result<TempDir, Error> {
-    let shm = Path::new("/dev/shm");
-    let base = if shm.is_dir() && tempfile::tempdir_in(shm).is_ok() {
-        shm.to_owned()
-    } else {
-        std::env::temp_dir()
+    let builder = || {
+        let mut b = tempfile::Builder::new();
+        b.prefix("falco-testenv-");
+        b
     };
-    tempfile::Builder::new()
-        .prefix("falco-testenv-")
-        .tempdir_in(&base)
-        .map_err(io_err(&base))
+    builder().tempdir_in("/dev/shm").or_else(|_| {
+        let base = std::env::temp_dir();
+        builder().tempdir_in(&base).map_err(io_err(&base))
+    })
 }
 
 impl ControlPlane {

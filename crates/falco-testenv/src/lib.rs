@@ -22,12 +22,14 @@ mod apply;
 mod bins;
 mod certs;
 mod control_plane;
+mod drift;
 mod error;
 pub mod garage;
 
 pub use apply::{apply_manifests, read_manifests};
 pub use bins::{Binaries, locate_binaries};
 pub use control_plane::{ControlPlane, StartOptions, install_crds};
+pub use drift::assert_committed_crds_match;
 pub use error::Error;
 
 use std::sync::OnceLock;
