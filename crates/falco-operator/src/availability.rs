@@ -78,58 +78,52 @@ impl Availability {
             Observed::Deployment(None) => not_found(WorkloadType::Deployment),
             Observed::DaemonSet(Some(ds)) => {
                 let status = ds.status.clone().unwrap_or_default();
-                let desired = status.desired_number_scheduled;
-                let available = status.number_available.unwrap_or(0);
-                let unavailable = status.number_unavailable.unwrap_or(0);
-                if available >= desired {
-                    Self::counted(
-                        ConditionStatus::True,
-                        "DaemonSetAvailable",
-                        "DaemonSet is available",
-                        desired,
-                        available,
-                        unavailable,
-                    )
-                } else {
-                    Self::counted(
-                        ConditionStatus::False,
-                        "DaemonSetUnavailable",
-                        &format!(
-                            "DaemonSet is not available: {available} of {desired} pods available"
-                        ),
-                        desired,
-                        available,
-                        unavailable,
-                    )
-                }
+                Self::from_counts(
+                    WorkloadType::DaemonSet,
+                    status.desired_number_scheduled,
+                    status.number_available.unwrap_or(0),
+                    status.number_unavailable.unwrap_or(0),
+                )
             }
             Observed::Deployment(Some(d)) => {
-                let desired = d.spec.replicas.unwrap_or(1);
                 let status = d.status.clone().unwrap_or_default();
-                let available = status.available_replicas.unwrap_or(0);
-                let unavailable = status.unavailable_replicas.unwrap_or(0);
-                if available >= desired {
-                    Self::counted(
-                        ConditionStatus::True,
-                        "DeploymentAvailable",
-                        "Deployment is available",
-                        desired,
-                        available,
-                        unavailable,
-                    )
-                } else {
-                    Self::counted(
-                        ConditionStatus::False,
-                        "DeploymentUnavailable",
-                        &format!(
-                            "Deployment is not available: {available} of {desired} replicas available"
-                        ),
-                        desired,
-                        available,
-                        unavailable,
-                    )
-                }
+                Self::from_counts(
+                    WorkloadType::Deployment,
+                    d.spec.replicas.unwrap_or(1),
+                    status.available_replicas.unwrap_or(0),
+                    status.unavailable_replicas.unwrap_or(0),
+                )
             }
+        }
+    }
+
+    /// Available when at least `desired` pods are available; the same rule for both kinds.
+    fn from_counts(kind: WorkloadType, desired: i32, available: i32, unavailable: i32) -> Self {
+        let (ok, not_ok, unit) = match kind {
+            WorkloadType::DaemonSet => ("DaemonSetAvailable", "DaemonSetUnavailable", "pods"),
+            WorkloadType::Deployment => {
+                ("DeploymentAvailable", "DeploymentUnavailable", "replicas")
+            }
+        };
+        let name = kind.as_str();
+        if available >= desired {
+            Self::counted(
+                ConditionStatus::True,
+                ok,
+                &format!("{name} is available"),
+                desired,
+                available,
+                unavailable,
+            )
+        } else {
+            Self::counted(
+                ConditionStatus::False,
+                not_ok,
+                &format!("{name} is not available: {available} of {desired} {unit} available"),
+                desired,
+                available,
+                unavailable,
+            )
         }
     }
 
