@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEMO_DIR ?= .demo
 
-.PHONY: demo test lint fmt clippy crds testenv garage bench build clean
+.PHONY: demo test lint fmt clippy crds testenv garage helm check-images bench build clean
 
 ## demo: a local control plane with the CRDs and sample resources; Ctrl-C stops everything.
 demo: testenv
@@ -12,9 +12,10 @@ demo: testenv
 
 ## test: every test of the workspace, against a real kube-apiserver + etcd (and the other real
 ## servers the crates need), all started on loopback by the tests themselves.
-test: testenv garage
+test: testenv garage helm
 	FALCO_TESTENV_BIN="$$(bash hack/build-testenv.sh)" \
 	FALCO_GARAGE_BIN="$$(bash hack/build-garage.sh)/garage" \
+	FALCO_HELM_BIN="$$(bash hack/build-helm.sh)/helm" \
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 
 ## lint: what CI checks before the tests.
@@ -24,10 +25,13 @@ fmt:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## crds: regenerate deploy/crds from the Rust types (a test fails when they drift).
-crds:
+## crds: regenerate everything derived from the Rust types (tests fail when any of it drifts):
+## deploy/crds, docs/crd-reference.md, the chart's crds/ and deploy/install.yaml.
+crds: helm
 	$(CARGO) run -q -p falco-operator -- crd --output-dir deploy/crds
 	$(CARGO) run -q -p falco-artifact-operator -- crd --output-dir deploy/crds
+	UPDATE_SNAPSHOTS=1 $(CARGO) test -q -p falco-api --test reference
+	bash hack/render-install.sh
 
 ## testenv: build (once per machine) kube-apiserver and etcd from the Go module proxy.
 testenv:
@@ -36,6 +40,14 @@ testenv:
 ## garage: build (once per machine) the Garage S3 server from crates.io.
 garage:
 	@bash hack/build-garage.sh >/dev/null
+
+## helm: build (once per machine) helm from the Go module proxy, for the chart tests.
+helm:
+	@bash hack/build-helm.sh >/dev/null
+
+## check-images: the container images' build check (static musl binaries, Dockerfile paths).
+check-images:
+	bash hack/check-images.sh
 
 build:
 	$(CARGO) build --workspace --bins

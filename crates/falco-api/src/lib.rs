@@ -19,6 +19,7 @@
 pub mod artifact;
 pub mod common;
 pub mod instance;
+pub mod reference;
 
 pub use artifact::{
     Config, ConfigSpec, Plugin, PluginConfig, PluginSpec, Rulesfile, RulesfileSpec,

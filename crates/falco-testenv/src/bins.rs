@@ -40,32 +40,68 @@ pub fn locate_binaries() -> Result<Binaries, Error> {
             ))
         });
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hack/build-testenv.sh");
+    let (script, dir) = run_build_script("build-testenv.sh", BIN_DIR_ENV)?;
+    Binaries::in_dir(&dir).ok_or_else(|| {
+        Error::Binaries(format!(
+            "{script} reported {} but the binaries are not there",
+            dir.display()
+        ))
+    })
+}
+
+/// Environment variable naming the `helm` binary.
+pub const HELM_ENV: &str = "FALCO_HELM_BIN";
+
+/// Finds `helm` (for the chart tests): `$FALCO_HELM_BIN` when set, otherwise by running
+/// `hack/build-helm.sh` (the per-machine cache, or a build from the Go module proxy).
+pub fn locate_helm() -> Result<PathBuf, Error> {
+    if let Some(path) = std::env::var_os(HELM_ENV) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(Error::Binaries(format!(
+                "{HELM_ENV}={} is not a file; run hack/build-helm.sh",
+                path.display()
+            )))
+        };
+    }
+    let (script, dir) = run_build_script("build-helm.sh", HELM_ENV)?;
+    let helm = dir.join("helm");
+    if helm.is_file() {
+        Ok(helm)
+    } else {
+        Err(Error::Binaries(format!(
+            "{script} reported {} but helm is not there",
+            dir.display()
+        )))
+    }
+}
+
+/// Runs `hack/<name>` (which builds once per machine and prints its bin directory on its last
+/// line) and returns the script's path for messages and the directory.
+fn run_build_script(name: &str, env: &str) -> Result<(String, PathBuf), Error> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../hack")
+        .join(name);
+    let shown = script.display().to_string();
     if !script.is_file() {
         return Err(Error::Binaries(format!(
-            "neither {BIN_DIR_ENV} is set nor {} exists; set {BIN_DIR_ENV} to a directory with etcd and kube-apiserver",
-            script.display()
+            "neither {env} is set nor {shown} exists; set {env}"
         )));
     }
     let output = Command::new("bash")
         .arg(&script)
         .stderr(std::process::Stdio::inherit())
         .output()
-        .map_err(|e| Error::Binaries(format!("cannot run {}: {e}", script.display())))?;
+        .map_err(|e| Error::Binaries(format!("cannot run {shown}: {e}")))?;
     if !output.status.success() {
         return Err(Error::Binaries(format!(
-            "{} failed ({}); see the lines above",
-            script.display(),
+            "{shown} failed ({}); see the lines above",
             output.status
         )));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let dir = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
-    Binaries::in_dir(&dir).ok_or_else(|| {
-        Error::Binaries(format!(
-            "{} reported {} but the binaries are not there",
-            script.display(),
-            dir.display()
-        ))
-    })
+    Ok((shown, dir))
 }

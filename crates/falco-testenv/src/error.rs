@@ -14,6 +14,9 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// The demo's OCI registry could not be started or an artifact could not be pushed.
+    #[error("OCI registry: {0}")]
+    Registry(String),
     /// Generating the throw-away certificates failed.
     #[error("cannot generate certificates: {0}")]
     Certificates(#[from] rcgen::Error),

@@ -25,9 +25,10 @@ mod control_plane;
 mod drift;
 mod error;
 pub mod garage;
+pub mod registry;
 
 pub use apply::{apply_manifests, read_manifests};
-pub use bins::{Binaries, locate_binaries};
+pub use bins::{Binaries, locate_binaries, locate_helm};
 pub use control_plane::{ControlPlane, StartOptions, install_crds};
 pub use drift::assert_committed_crds_match;
 pub use error::Error;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use falco_testenv::registry::{ArtifactKind, Registry, push_artifact};
 use falco_testenv::{ControlPlane, StartOptions, apply_manifests, install_crds, read_manifests};
 
 /// A real etcd + kube-apiserver on loopback, with the Falco operator CRDs installed.
@@ -34,6 +35,73 @@ enum Command {
     },
     /// Build (or find in the per-machine cache) etcd and kube-apiserver and print their directory.
     Binaries,
+    /// Start a plain-HTTP OCI registry on loopback (Debian's docker-registry), push Falco
+    /// artifacts into it, print `export FALCO_REGISTRY=127.0.0.1:<port>` and run until interrupted.
+    Registry {
+        /// Directory of the registry's data, configuration and log.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Artifacts to push, as KIND:REPOSITORY:TAG:FILE (KIND is rulesfile or plugin).
+        #[arg(long, value_name = "KIND:REPOSITORY:TAG:FILE", value_parser = parse_push)]
+        push: Vec<Push>,
+    },
+    /// Wait until an object's status condition has a status (like `kubectl wait --for
+    /// condition=…`), printing its conditions; for scripts on machines without kubectl.
+    Wait {
+        /// KIND/NAME, KIND one of falco, component, rulesfile, plugin, config.
+        #[arg(value_name = "KIND/NAME")]
+        object: String,
+        /// CONDITION[=STATUS] (STATUS defaults to True).
+        #[arg(long = "for", value_name = "CONDITION[=STATUS]", value_parser = parse_expected)]
+        expected: Expected,
+        /// Namespace of the object.
+        #[arg(long, short, default_value = "default")]
+        namespace: String,
+        /// Seconds to wait.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+}
+
+/// A condition `wait` waits for.
+#[derive(Clone, Debug)]
+struct Expected {
+    condition: String,
+    status: String,
+}
+
+fn parse_expected(value: &str) -> Result<Expected, String> {
+    let (condition, status) = value.split_once('=').unwrap_or((value, "True"));
+    Ok(Expected {
+        condition: condition.to_owned(),
+        status: status.to_owned(),
+    })
+}
+
+/// One `--push` of `registry`.
+#[derive(Clone, Debug)]
+struct Push {
+    kind: ArtifactKind,
+    repository: String,
+    tag: String,
+    file: PathBuf,
+}
+
+fn parse_push(value: &str) -> Result<Push, String> {
+    let mut parts = value.splitn(4, ':');
+    let (Some(kind), Some(repository), Some(tag), Some(file)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("expected KIND:REPOSITORY:TAG:FILE".to_owned());
+    };
+    let kind = <ArtifactKind as clap::ValueEnum>::from_str(kind, true)
+        .map_err(|_| format!("unknown artifact kind {kind:?}: rulesfile or plugin"))?;
+    Ok(Push {
+        kind,
+        repository: repository.to_owned(),
+        tag: tag.to_owned(),
+        file: PathBuf::from(file),
+    })
 }
 
 #[tokio::main]
@@ -58,6 +126,13 @@ async fn main() -> anyhow::Result<()> {
             apply,
             namespace,
         } => up(dir, no_crds, apply, namespace).await?,
+        Command::Registry { dir, push } => registry(dir, push).await?,
+        Command::Wait {
+            object,
+            expected,
+            namespace,
+            timeout,
+        } => wait(&object, &expected, &namespace, timeout).await?,
     }
     Ok(())
 }
@@ -106,6 +181,101 @@ async fn up(
     let _ = std::fs::remove_file(&kubeconfig);
     cp.stop();
     Ok(())
+}
+
+async fn registry(dir: PathBuf, pushes: Vec<Push>) -> anyhow::Result<()> {
+    let registry = tokio::task::block_in_place(|| Registry::start(&dir))?;
+    eprintln!(
+        "OCI registry listening on http://{} (data and log in {})",
+        registry.host(),
+        dir.display()
+    );
+    for push in &pushes {
+        let url = push_artifact(
+            registry.host(),
+            &push.repository,
+            &push.tag,
+            push.kind,
+            &push.file,
+        )
+        .await?;
+        eprintln!(
+            "pushed {} as {}/{}:{} ({url})",
+            push.file.display(),
+            registry.host(),
+            push.repository,
+            push.tag
+        );
+    }
+    println!("export FALCO_REGISTRY={}", registry.host());
+    wait_for_shutdown().await?;
+    drop(registry);
+    Ok(())
+}
+
+async fn wait(
+    object: &str,
+    expected: &Expected,
+    namespace: &str,
+    timeout: u64,
+) -> anyhow::Result<()> {
+    use kube::api::{Api, ApiResource, DynamicObject};
+    let (kind, name) = object
+        .split_once('/')
+        .context("expected KIND/NAME, e.g. falco/falco")?;
+    let resource = match kind.to_ascii_lowercase().trim_end_matches('s') {
+        "falco" => ApiResource::erase::<falco_api::Falco>(&()),
+        "component" => ApiResource::erase::<falco_api::Component>(&()),
+        "rulesfile" => ApiResource::erase::<falco_api::Rulesfile>(&()),
+        "plugin" => ApiResource::erase::<falco_api::Plugin>(&()),
+        "config" => ApiResource::erase::<falco_api::Config>(&()),
+        other => {
+            anyhow::bail!("unknown kind {other:?}: falco, component, rulesfile, plugin or config")
+        }
+    };
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting (KUBECONFIG)")?;
+    let api: Api<DynamicObject> = Api::namespaced_with(client, namespace, &resource);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    let mut last = String::new();
+    loop {
+        if let Some(obj) = api.get_opt(name).await? {
+            let conditions = obj.data["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            last = conditions
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}={} ({}: {})",
+                        c["type"].as_str().unwrap_or("?"),
+                        c["status"].as_str().unwrap_or("?"),
+                        c["reason"].as_str().unwrap_or(""),
+                        c["message"].as_str().unwrap_or("")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n  ");
+            let met = conditions.iter().any(|c| {
+                c["type"].as_str() == Some(expected.condition.as_str())
+                    && c["status"].as_str() == Some(expected.status.as_str())
+            });
+            if met {
+                println!("{kind}/{name}:\n  {last}");
+                return Ok(());
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "{kind}/{name} has no {}={} after {timeout} s; conditions:\n  {last}",
+                expected.condition,
+                expected.status
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 async fn wait_for_shutdown() -> anyhow::Result<()> {
