@@ -5,9 +5,10 @@ DEMO_DIR ?= .demo
 
 .PHONY: demo test lint fmt clippy crds testenv garage helm check-images bench build clean
 
-## demo: a local control plane with the CRDs and sample resources; Ctrl-C stops everything.
+## demo: the whole story on one machine (control plane, registry, operator, two simulated nodes,
+## driver repository and loader); Ctrl-C stops everything.
 demo: testenv
-	$(CARGO) build -q -p falco-testenv -p falco-driver-repo -p falco-driver-loader --bins
+	$(CARGO) build -q -p falco-testenv -p falco-operator -p falco-artifact-operator -p falco-driver-repo -p falco-driver-loader --bins
 	@bash hack/demo.sh "$(DEMO_DIR)"
 
 ## test: every test of the workspace, against a real kube-apiserver + etcd (and the other real

@@ -45,6 +45,16 @@ enum Command {
         #[arg(long, value_name = "KIND:REPOSITORY:TAG:FILE", value_parser = parse_push)]
         push: Vec<Push>,
     },
+    /// Server-side apply YAML manifests (files or directories) to the cluster of KUBECONFIG; for
+    /// scripts on machines without kubectl.
+    Apply {
+        /// Manifest files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Namespace for namespaced objects that name none.
+        #[arg(long, short, default_value = "default")]
+        namespace: String,
+    },
     /// Wait until an object's status condition has a status (like `kubectl wait --for
     /// condition=…`), printing its conditions; for scripts on machines without kubectl.
     Wait {
@@ -127,6 +137,17 @@ async fn main() -> anyhow::Result<()> {
             namespace,
         } => up(dir, no_crds, apply, namespace).await?,
         Command::Registry { dir, push } => registry(dir, push).await?,
+        Command::Apply { paths, namespace } => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting (KUBECONFIG)")?;
+            for path in &paths {
+                let objects = read_manifests(path)?;
+                for applied in apply_manifests(&client, &namespace, &objects).await? {
+                    eprintln!("applied {applied}");
+                }
+            }
+        }
         Command::Wait {
             object,
             expected,
