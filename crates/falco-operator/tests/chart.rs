@@ -207,3 +207,361 @@ fn watched_namespace_and_excluded_labels_reach_the_operator() {
         "the namespaced rules must not be bound cluster-wide when a namespace is watched"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The operator under the chart's ServiceAccount identity.
+
+use std::time::Duration;
+
+use falco_api::{Component, Falco, Plugin, Rulesfile};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::DynamicObject;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `check` until it returns `Some`, or panics naming `what` after `deadline`.
+async fn wait_for<T, Fut: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl FnMut() -> Fut,
+) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// The operator process, started with the rendered Deployment's arguments and a kubeconfig
+/// that impersonates the chart's ServiceAccount; killed on drop.
+struct OperatorProcess {
+    child: std::process::Child,
+    metrics: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl OperatorProcess {
+    fn start(docs: &[Value], release: &str, ns: &str) -> Self {
+        let sa = format!("{release}-falco-operator");
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The admin kubeconfig, impersonating the ServiceAccount (RBAC then evaluates exactly
+        // the ServiceAccount's bindings).
+        let mut kubeconfig: Value =
+            serde_yaml::from_str(&falco_testenv::shared().kubeconfig_yaml()).expect("kubeconfig");
+        let user = &mut kubeconfig["users"][0]["user"];
+        user["as"] = Value::from(format!("system:serviceaccount:{ns}:{sa}"));
+        user["as-groups"] = Value::Sequence(vec![
+            Value::from("system:serviceaccounts"),
+            Value::from(format!("system:serviceaccounts:{ns}")),
+            Value::from("system:authenticated"),
+        ]);
+        let kubeconfig_path = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig_path, serde_yaml::to_string(&kubeconfig).expect("yaml"))
+            .expect("write kubeconfig");
+
+        let deployment = find(docs, "Deployment", &sa);
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let (metrics, health) = (free_port(), free_port());
+        let args: Vec<String> = strings(&container["args"])
+            .into_iter()
+            .map(|a| {
+                if a.starts_with("--metrics-bind-address=") {
+                    format!("--metrics-bind-address=127.0.0.1:{metrics}")
+                } else if a.starts_with("--health-probe-bind-address=") {
+                    format!("--health-probe-bind-address=127.0.0.1:{health}")
+                } else {
+                    a
+                }
+            })
+            .collect();
+        let log = dir.path().join("operator.log");
+        let out = std::fs::File::create(&log).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_falco-operator"))
+            .args(&args)
+            .env("KUBECONFIG", &kubeconfig_path)
+            .env("POD_NAMESPACE", ns)
+            .env("POD_NAME", "falco-operator-test")
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn falco-operator");
+        Self {
+            child,
+            metrics: format!("http://127.0.0.1:{metrics}/metrics"),
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Renders the chart for a release in `ns` that watches `ns`, optionally edits the rendered
+/// documents, applies everything but the Deployment (no controller-manager runs here) and
+/// returns the documents.
+async fn install_chart(
+    client: &kube::Client,
+    release: &str,
+    ns: &str,
+    edit: impl FnOnce(&mut Vec<Value>),
+) -> Vec<Value> {
+    let mut docs = documents(&helm_template(
+        release,
+        ns,
+        &["--set", &format!("watchNamespace={ns}")],
+    ));
+    edit(&mut docs);
+    let objects: Vec<DynamicObject> = docs
+        .iter()
+        .filter(|d| d["kind"] != "Deployment")
+        .map(|d| serde_yaml::from_value(d.clone()).expect("object"))
+        .collect();
+    falco_testenv::apply_manifests(client, ns, &objects)
+        .await
+        .expect("apply the rendered chart");
+    docs
+}
+
+fn falco(name: &str, spec: serde_json::Value) -> Falco {
+    Falco::new(name, serde_json::from_value(spec).expect("spec"))
+}
+
+fn reconciled(status: Option<&falco_api::InstanceStatus>) -> bool {
+    status.is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Reconciled" && c.status == "True")
+    })
+}
+
+fn has_finalizer(meta: &kube::core::ObjectMeta, finalizer: &str) -> bool {
+    meta.finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|x| x == finalizer))
+}
+
+#[tokio::test]
+async fn every_controller_works_with_exactly_the_charts_permissions() {
+    let cp = falco_testenv::shared();
+    let admin = cp.client().await.expect("client");
+    let ns = cp.namespace(&admin, "chart").await.expect("namespace");
+    let release = format!("r{}", &ns[ns.len() - 5..]);
+    let docs = install_chart(&admin, &release, &ns, |_| {}).await;
+    let operator = OperatorProcess::start(&docs, &release, &ns);
+    let pp = PostParams::default();
+
+    // Reference protection: a ConfigMap and a Secret referenced by artifacts.
+    let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
+    configmaps
+        .create(&pp, &serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "rules"}, "data": {"rules.yaml": "- list: demo\n  items: []\n"}
+        })).expect("cm"))
+        .await
+        .expect("create ConfigMap");
+    secrets
+        .create(&pp, &serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "registry"}, "stringData": {"username": "u", "password": "p"}
+        })).expect("secret"))
+        .await
+        .expect("create Secret");
+    let rulesfiles: Api<Rulesfile> = Api::namespaced(admin.clone(), &ns);
+    rulesfiles
+        .create(&pp, &serde_json::from_value(serde_json::json!({
+            "apiVersion": "artifact.falcosecurity.dev/v1alpha1", "kind": "Rulesfile",
+            "metadata": {"name": "from-configmap"}, "spec": {"configMapRef": {"name": "rules"}}
+        })).expect("rulesfile"))
+        .await
+        .expect("create Rulesfile");
+    Api::<Plugin>::namespaced(admin.clone(), &ns)
+        .create(&pp, &serde_json::from_value(serde_json::json!({
+            "apiVersion": "artifact.falcosecurity.dev/v1alpha1", "kind": "Plugin",
+            "metadata": {"name": "private"},
+            "spec": {"ociArtifact": {
+                "image": {"repository": "falcosecurity/plugins/plugin/container"},
+                "registry": {"name": "registry.example.com", "auth": {"secretRef": {"name": "registry"}}}
+            }}
+        })).expect("plugin"))
+        .await
+        .expect("create Plugin");
+
+    // Instances: a Falco DaemonSet, a metacollector (ClusterRole) and a falcosidekick (Role).
+    let falcos: Api<Falco> = Api::namespaced(admin.clone(), &ns);
+    falcos
+        .create(&pp, &falco("falco", serde_json::json!({})))
+        .await
+        .expect("create Falco");
+    let components: Api<Component> = Api::namespaced(admin.clone(), &ns);
+    for (name, kind) in [("meta", "metacollector"), ("sidekick", "falcosidekick")] {
+        let spec = serde_json::from_value(serde_json::json!({"component": {"type": kind}}))
+            .expect("spec");
+        components
+            .create(&pp, &Component::new(name, spec))
+            .await
+            .expect("create Component");
+    }
+
+    let log = || operator.log();
+    wait_for("Falco Reconciled=True under the chart's identity", DEADLINE, || {
+        let falcos = falcos.clone();
+        async move { falcos.get("falco").await.ok().filter(|f| reconciled(f.status.as_ref())) }
+    })
+    .await;
+    for name in ["meta", "sidekick"] {
+        wait_for(&format!("Component {name} Reconciled=True"), DEADLINE, || {
+            let components = components.clone();
+            async move { components.get(name).await.ok().filter(|c| reconciled(c.status.as_ref())) }
+        })
+        .await;
+    }
+    let daemonsets: Api<DaemonSet> = Api::namespaced(admin.clone(), &ns);
+    assert!(daemonsets.get_opt("falco").await.expect("get").is_some(), "{}", log());
+    let owned = ListParams::default().labels(&format!(
+        "instance.falcosecurity.dev/owner-namespace={ns}"
+    ));
+    let cluster_roles: Api<ClusterRole> = Api::all(admin.clone());
+    wait_for("the instances' ClusterRoles", DEADLINE, || {
+        let (cluster_roles, owned) = (cluster_roles.clone(), owned.clone());
+        async move { (cluster_roles.list(&owned).await.ok()?.items.len() >= 2).then_some(()) }
+    })
+    .await;
+    wait_for("the in-use finalizers", DEADLINE, || {
+        let (configmaps, secrets) = (configmaps.clone(), secrets.clone());
+        async move {
+            let cm = configmaps.get("rules").await.ok()?;
+            let secret = secrets.get("registry").await.ok()?;
+            (has_finalizer(&cm.metadata, "artifact.falcosecurity.dev/configmap-in-use")
+                && has_finalizer(&secret.metadata, "artifact.falcosecurity.dev/secret-in-use"))
+            .then_some(())
+        }
+    })
+    .await;
+    // Leader election ran under the chart's leader-election Role.
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), &ns);
+    assert!(
+        !leases.list(&ListParams::default()).await.expect("list").items.is_empty(),
+        "no Lease in {ns}: {}",
+        log()
+    );
+
+    // Type switch (delete of the other workload), then deletion (finalizer and cluster RBAC).
+    falcos
+        .patch(
+            "falco",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"type": "Deployment"}})),
+        )
+        .await
+        .expect("switch type");
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
+    wait_for("the DaemonSet replaced by a Deployment", DEADLINE, || {
+        let (daemonsets, deployments) = (daemonsets.clone(), deployments.clone());
+        async move {
+            (daemonsets.get_opt("falco").await.ok()?.is_none()
+                && deployments.get_opt("falco").await.ok()?.is_some())
+            .then_some(())
+        }
+    })
+    .await;
+    falcos.delete("falco", &DeleteParams::default()).await.expect("delete Falco");
+    components.delete("meta", &DeleteParams::default()).await.expect("delete Component");
+    wait_for("the instances' cluster RBAC removed", DEADLINE, || {
+        let (cluster_roles, owned) = (cluster_roles.clone(), owned.clone());
+        async move {
+            let left = cluster_roles.list(&owned).await.ok()?.items;
+            left.iter()
+                .all(|r| r.metadata.labels.as_ref().and_then(|l| l.get("instance.falcosecurity.dev/owner-name")).is_some_and(|n| n != "falco" && n != "meta"))
+                .then_some(())
+        }
+    })
+    .await;
+    rulesfiles
+        .delete("from-configmap", &DeleteParams::default())
+        .await
+        .expect("delete Rulesfile");
+    wait_for("the ConfigMap's in-use finalizer removed", DEADLINE, || {
+        let configmaps = configmaps.clone();
+        async move {
+            let cm = configmaps.get("rules").await.ok()?;
+            (!has_finalizer(&cm.metadata, "artifact.falcosecurity.dev/configmap-in-use")).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        !operator.log().contains("forbidden"),
+        "the operator was refused something under the chart's RBAC:\n{}",
+        operator.log()
+    );
+}
+
+#[tokio::test]
+async fn a_verb_missing_from_the_chart_fails_the_reconcile() {
+    let cp = falco_testenv::shared();
+    let admin = cp.client().await.expect("client");
+    let ns = cp.namespace(&admin, "chartneg").await.expect("namespace");
+    let release = format!("n{}", &ns[ns.len() - 5..]);
+    // The chart without `create` on DaemonSets.
+    let docs = install_chart(&admin, &release, &ns, |docs| {
+        let role = docs
+            .iter_mut()
+            .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"].as_str().is_some_and(|n| n.ends_with("-namespaced")))
+            .expect("namespaced ClusterRole");
+        for rule in role["rules"].as_sequence_mut().expect("rules") {
+            if strings(&rule["resources"]).contains(&"daemonsets".to_owned()) {
+                let verbs: Vec<Value> = strings(&rule["verbs"])
+                    .into_iter()
+                    .filter(|v| v != "create" && v != "patch")
+                    .map(Value::from)
+                    .collect();
+                rule["verbs"] = Value::Sequence(verbs);
+            }
+        }
+    })
+    .await;
+    let operator = OperatorProcess::start(&docs, &release, &ns);
+    let falcos: Api<Falco> = Api::namespaced(admin.clone(), &ns);
+    falcos
+        .create(&PostParams::default(), &falco("falco", serde_json::json!({})))
+        .await
+        .expect("create Falco");
+    // The refusal is counted as an apply error, and the DaemonSet never appears.
+    let http = reqwest::Client::new();
+    wait_for("an apply error in the operator's metrics", DEADLINE, || {
+        let (http, url) = (http.clone(), operator.metrics.clone());
+        async move {
+            let text = http.get(&url).send().await.ok()?.text().await.ok()?;
+            text.lines()
+                .any(|l| l.starts_with("falco_operator_reconcile_errors_total") && l.contains("apply") && !l.ends_with(" 0"))
+                .then_some(())
+        }
+    })
+    .await;
+    let daemonsets: Api<DaemonSet> = Api::namespaced(admin.clone(), &ns);
+    assert!(daemonsets.get_opt("falco").await.expect("get").is_none());
+    assert!(operator.log().contains("forbidden"), "{}", operator.log());
+}
