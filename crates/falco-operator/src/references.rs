@@ -24,6 +24,9 @@
 //! `resourceVersion` it read (so a concurrent change to the finalizer list is never overwritten). A
 //! resync of unchanged objects touches nothing.
 //!
+//! A referenced object that does not exist yet (a Rulesfile created before its ConfigMap) is
+//! checked again with a backoff from 1 s to 5 min until it appears or stops being referenced.
+//!
 //! Limitation: a reference that disappears while the operator is not running (its referencing
 //! object deleted during the outage) leaves the finalizer in place until the object is referenced
 //! and released again, or the finalizer is removed by hand.
@@ -231,6 +234,15 @@ impl Index {
 pub struct References {
     index: Arc<Mutex<Index>>,
     queue: UnboundedSender<Reference>,
+    attempts: Arc<Mutex<HashMap<Reference, u32>>>,
+}
+
+/// What checking one reference found.
+enum Checked {
+    /// The finalizer is as it should be (or the object is gone and unreferenced).
+    Done,
+    /// The object is referenced but does not exist (yet): check again later.
+    Missing,
 }
 
 impl References {
@@ -241,6 +253,7 @@ impl References {
             Self {
                 index: Arc::default(),
                 queue,
+                attempts: Arc::default(),
             },
             rx,
         )
@@ -265,22 +278,39 @@ impl References {
             .is_referenced(r)
     }
 
-    /// Processes the queue: one GET and at most one PATCH per queued reference; failures are
-    /// retried after a delay that doubles up to a minute.
+    /// Processes the queue: one GET and at most one PATCH per queued reference. Failures, and
+    /// references to objects that do not exist yet, are checked again after a delay doubling from
+    /// 1 s to 5 min (a referenced ConfigMap created after its Rulesfile gets its finalizer then).
     pub async fn run(self, client: Client, mut rx: UnboundedReceiver<Reference>) {
         while let Some(r) = rx.next().await {
-            if let Err(error) = self.ensure(&client, &r).await {
-                tracing::warn!(reference = ?r, %error, "Reference finalizer not updated; retrying");
-                let queue = self.queue.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    let _ = queue.unbounded_send(r);
-                });
+            let retry = match self.ensure(&client, &r).await {
+                Ok(Checked::Done) => false,
+                Ok(Checked::Missing) => true,
+                Err(error) => {
+                    tracing::warn!(reference = ?r, %error, "Reference finalizer not updated; retrying");
+                    true
+                }
+            };
+            let mut attempts = self
+                .attempts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !retry {
+                attempts.remove(&r);
+                continue;
             }
+            let n = attempts.entry(r.clone()).or_insert(0);
+            *n = n.saturating_add(1);
+            let delay = Duration::from_secs(1u64 << (*n - 1).min(9)).min(Duration::from_secs(300));
+            let queue = self.queue.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = queue.unbounded_send(r);
+            });
         }
     }
 
-    async fn ensure(&self, client: &Client, r: &Reference) -> Result<(), kube::Error> {
+    async fn ensure(&self, client: &Client, r: &Reference) -> Result<Checked, kube::Error> {
         match r {
             Reference::ConfigMap(ns, name) => {
                 let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
@@ -299,14 +329,18 @@ impl References {
         name: &str,
         finalizer: &str,
         r: &Reference,
-    ) -> Result<(), kube::Error>
+    ) -> Result<Checked, kube::Error>
     where
         K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        let Some(obj) = api.get_opt(name).await? else {
-            return Ok(());
-        };
         let referenced = self.is_referenced(r);
+        let Some(obj) = api.get_opt(name).await? else {
+            return Ok(if referenced {
+                Checked::Missing
+            } else {
+                Checked::Done
+            });
+        };
         let finalizers = obj.finalizers();
         let has = finalizers.iter().any(|f| f == finalizer);
         let new: Vec<String> = match (referenced, has) {
@@ -320,14 +354,14 @@ impl References {
                 .filter(|f| *f != finalizer)
                 .cloned()
                 .collect(),
-            _ => return Ok(()),
+            _ => return Ok(Checked::Done),
         };
         let patch: json_patch_ops::Ops =
             json_patch_ops::replace_finalizers(obj.resource_version().unwrap_or_default(), &new);
         api.patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
             .await?;
         tracing::info!(reference = ?r, referenced, "Updated the in-use finalizer");
-        Ok(())
+        Ok(Checked::Done)
     }
 }
 

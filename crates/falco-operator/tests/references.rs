@@ -4,7 +4,7 @@
 
 mod support;
 
-use falco_api::{Falco, Rulesfile};
+use falco_api::{Config, Falco, Rulesfile};
 use falco_operator::references::{CONFIGMAP_IN_USE, SECRET_IN_USE};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -176,4 +176,30 @@ async fn falco_pod_template_references_are_protected_and_released_on_change() {
     wait_finalizer(&cms, "extra", CONFIGMAP_IN_USE, false).await;
     drop_foreign_finalizer(&cms, "extra").await;
     drop_foreign_finalizer(&secrets, "extra").await;
+}
+
+#[tokio::test]
+async fn a_configmap_created_after_its_reference_is_protected_when_it_appears() {
+    let (client, ns) = setup("refs-late").await;
+    let _op = operator(&ns).await;
+    let spec = serde_json::from_value(json!({"configMapRef": {"name": "late"}})).expect("spec");
+    Api::<Config>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &Config::new("late", spec))
+        .await
+        .expect("config");
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("late".to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..ConfigMap::default()
+    };
+    cms.create(&PostParams::default(), &cm).await.expect("cm");
+    wait_finalizer(&cms, "late", CONFIGMAP_IN_USE, true).await;
+    Api::<Config>::namespaced(client.clone(), &ns)
+        .delete("late", &DeleteParams::default())
+        .await
+        .expect("delete config");
+    wait_finalizer(&cms, "late", CONFIGMAP_IN_USE, false).await;
 }
