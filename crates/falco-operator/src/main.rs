@@ -110,8 +110,11 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         if servers.iter().any(|(a, _)| *a == addr) {
             continue;
         }
-        let listener = run::serve_admin(addr, metrics.clone(), ready.clone(), stopped());
-        servers.push((addr, tokio::spawn(listener)));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let server = run::serve_admin(listener, metrics.clone(), ready.clone(), stopped());
+        servers.push((addr, tokio::spawn(server)));
         tracing::info!(%addr, "Serving /healthz, /readyz and /metrics");
     }
 

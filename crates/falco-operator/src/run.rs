@@ -5,7 +5,6 @@
 //! its requests are counted) and returns a [`Running`] handle; the binary adds leader election and
 //! signals around it, tests drive it in-process.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -259,7 +258,7 @@ fn controller<I: Instance>(
 
 /// The admin server: `/healthz` (always 200), `/readyz` (200 once `ready` is true), `/metrics`.
 pub async fn serve_admin(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     shutdown: impl futures::Future<Output = ()> + Send + 'static,
@@ -296,7 +295,6 @@ pub async fn serve_admin(
                 }
             }),
         );
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

@@ -1,6 +1,6 @@
 //! Two operator processes (the real binary) with leader election on the harness's API server:
 //! only the leader reconciles; when it is killed, the standby takes over within the issue's bound
-//! (15 s); a graceful SIGTERM releases the Lease.
+//! (15 s); a graceful SIGTERM releases the Lease. And the admin endpoints of the binary.
 
 mod support;
 
@@ -137,4 +137,58 @@ async fn the_standby_takes_over_when_the_leader_dies_and_a_clean_exit_releases_t
         log.contains("Starting falco-operator"),
         "one startup line: {log}"
     );
+}
+
+/// `GET path` on 127.0.0.1:`port` (HTTP/1.0): (status code, body), or `None` when nothing answers.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((code, body))
+}
+
+#[tokio::test]
+async fn the_admin_server_answers_health_readiness_and_metrics() {
+    let (client, ns) = setup("admin").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, falco_testenv::shared().kubeconfig_yaml()).expect("kubeconfig");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let log = std::fs::File::create(dir.path().join("op.log")).expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_falco-operator"))
+        .args(["run", "--namespace", &ns, "--metrics-bind-address", "0"])
+        .args(["--health-probe-bind-address", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn");
+    let mut op = Operator { child };
+    wait_for("/readyz 200", || async {
+        (http_get(port, "/readyz")?.0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
+    create_falco(&client, &ns, "falco", json!({})).await;
+    wait_falco_condition(&client, &ns, "falco", "Reconciled", "True").await;
+    let (code, metrics) = http_get(port, "/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    for metric in [
+        r#"falco_operator_reconciles_total{controller="falco",result="ok"}"#,
+        "falco_operator_reconcile_duration_seconds_bucket",
+        r#"falco_operator_api_requests_total{verb="patch"}"#,
+        r#"falco_operator_api_requests_total{verb="watch"}"#,
+    ] {
+        assert!(metrics.contains(metric), "{metric} in:\n{metrics}");
+    }
+    op.terminate();
+    let status = op.child.wait().expect("wait");
+    assert!(status.success(), "SIGTERM exits cleanly: {status}");
 }
