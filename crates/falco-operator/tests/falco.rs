@@ -348,7 +348,7 @@ async fn updates_overlays_and_the_type_switch_reach_the_children() {
 #[tokio::test]
 async fn availability_follows_the_workload_status_with_events_on_transitions() {
     let (client, ns) = setup("falco-available").await;
-    let _op = operator(&ns).await;
+    let op = operator(&ns).await;
     create_falco(&client, &ns, "falco", json!({})).await;
     wait_falco_condition(&client, &ns, "falco", "Reconciled", "True").await;
     let dss = daemon_set(&client, &ns).await;
@@ -395,17 +395,38 @@ async fn availability_follows_the_workload_status_with_events_on_transitions() {
         "DaemonSetAvailable"
     );
     let events = Api::<Event>::namespaced(client.clone(), &ns);
-    let available_events = wait_for("one DaemonSetAvailable Event", || async {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        let n = list
-            .items
-            .iter()
+    let available = |list: &[Event]| {
+        list.iter()
             .filter(|e| e.reason.as_deref() == Some("DaemonSetAvailable"))
-            .count();
-        (n >= 1).then_some(n)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    // Occurrences of DaemonSetAvailable: one Event object, repeats counted in its series.
+    let occurrences = |list: &[Event]| -> i32 {
+        available(list)
+            .iter()
+            .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+            .sum()
+    };
+    // Two transitions to Available: at creation (0 of 0 pods scheduled) and after 3 of 3.
+    let seen = wait_for("two DaemonSetAvailable occurrences", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        let n = occurrences(&list.items);
+        (n >= 2).then_some(n)
     })
     .await;
-    assert_eq!(available_events, 1, "one Event per transition");
+    assert_eq!(seen, 2);
+    // Reconciles that change nothing publish nothing.
+    resync_and_wait(&op, 1).await;
+    resync_and_wait(&op, 1).await;
+    let list = events.list(&ListParams::default()).await.expect("events");
+    assert_eq!(occurrences(&list.items), 2, "no Event without a transition");
+    let unavailable = list
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("DaemonSetUnavailable"))
+        .count();
+    assert_eq!(unavailable, 1);
 }
 
 #[tokio::test]
