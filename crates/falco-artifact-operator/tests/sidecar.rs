@@ -814,3 +814,85 @@ async fn restart_keeps_files_and_cleans_what_changed_meanwhile() {
     sidecar.wait_ready().await;
     assert_eq!(sidecar.files("rules.d"), ["70-03-keep-inline.yaml"]);
 }
+
+#[tokio::test]
+async fn kill_during_a_plugin_write_keeps_a_whole_file() {
+    const SIZE: usize = 32 * 1024 * 1024;
+    let cluster = Cluster::new("kill").await;
+    let registry = Registry::start(RegistryOptions::default());
+    let push = |version: u8| {
+        let registry = &registry;
+        async move {
+            registry
+                .push(
+                    "falco/big:1",
+                    PLUGIN_CONFIG_MEDIA_TYPE,
+                    PLUGIN_LAYER_MEDIA_TYPE,
+                    tar_gz("libbig.so", &vec![version; SIZE]),
+                )
+                .await
+        }
+    };
+    push(1).await;
+    let node = cluster.node("n", &[]).await;
+    cluster
+        .apply::<Plugin>(json!({
+            "apiVersion": "artifact.falcosecurity.dev/v1alpha1", "kind": "Plugin",
+            "metadata": {"name": "big"},
+            "spec": {"ociArtifact": oci(&registry, "falco/big", "1")},
+        }))
+        .await;
+    let args = ["--oci-resync-seconds", "1"];
+    let mut sidecar = Sidecar::start(&cluster.ns, &node, &args);
+    sidecar.wait_ready().await;
+    let path = sidecar.dir("plugins/big.so");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), SIZE as u64);
+
+    // A new version: SIGKILL the sidecar while it writes the temporary file.
+    push(2).await;
+    let plugins = sidecar.dir("plugins");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let writing = std::fs::read_dir(&plugins)
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(falco_artifact_operator::store::TEMP_PREFIX)
+                    && e.metadata().is_ok_and(|m| m.len() > 0)
+            });
+        if writing {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never saw the write:\n{}",
+            sidecar.log()
+        );
+        tokio::task::yield_now().await;
+    }
+    let root = sidecar.stop();
+    let data = std::fs::read(root.path().join("plugins/big.so")).unwrap();
+    assert_eq!(data.len(), SIZE, "half a file");
+    assert!(data.iter().all(|b| *b == data[0]), "mixed versions");
+
+    // The restarted sidecar removes the debris and finishes the update.
+    let sidecar = Sidecar::start_in(root, &cluster.ns, &node, &args);
+    wait_for("the new version", || async {
+        let data = std::fs::read(sidecar.dir("plugins/big.so")).ok()?;
+        (data.len() == SIZE && data.iter().all(|b| *b == 2)).then_some(())
+    })
+    .await;
+    assert_eq!(sidecar.files("plugins"), ["big.so"]);
+    let debris = std::fs::read_dir(sidecar.dir("plugins"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(falco_artifact_operator::store::TEMP_PREFIX)
+        })
+        .count();
+    assert_eq!(debris, 0);
+}
