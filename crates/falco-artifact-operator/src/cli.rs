@@ -106,7 +106,7 @@ pub struct DirArgs {
     )]
     pub plugins_dir: PathBuf,
     /// The manifest of files this sidecar wrote; must live as long as the shared directories
-    /// [default: <plugins-dir>/.falco-artifact-operator].
+    /// (default: .falco-artifact-operator inside the plugins directory).
     #[arg(long, env = "ARTIFACT_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
 }
@@ -117,7 +117,7 @@ pub struct RegistryArgs {
     /// PEM bundle of extra CA certificates trusted for registries.
     #[arg(long, env = "REGISTRY_CA_FILE", value_name = "FILE")]
     pub registry_ca_file: Option<PathBuf>,
-    /// Registry host[:port] reached over plain HTTP (repeat, or comma-separated in the env).
+    /// Registry host (with its port, if any) reached over plain HTTP; repeat, or comma-separate in the env.
     #[arg(
         long = "insecure-registry",
         env = "INSECURE_REGISTRIES",

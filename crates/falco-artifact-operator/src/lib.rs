@@ -119,6 +119,19 @@
 //! records of its namespace. Cost: O(nodes) small objects watched by one controller, one write
 //! per record change, and none of the N×N watch fan-out of N writers on one shared object.
 //!
+//! # Permissions (least privilege)
+//!
+//! | Scope | API group | Resources | Verbs |
+//! |---|---|---|---|
+//! | Role (Falco namespace) | `artifact.falcosecurity.dev` | `rulesfiles`, `plugins`, `configs` | `get`, `list`, `watch` |
+//! | Role | `artifact.falcosecurity.dev` | `nodeartifacts` | `get`, `create`, `patch` |
+//! | Role | `artifact.falcosecurity.dev` | `nodeartifacts/status` | `get`, `patch` |
+//! | Role | `""` | `configmaps` | `get`, `list`, `watch` |
+//! | Role | `""` | `secrets` | `get` |
+//! | ClusterRole | `""` | `nodes` | `get`, `list`, `watch` (used with the field selector of its own node only) |
+//!
+//! No write access to the shared CRs or their status, no Secret list/watch, no Events.
+//!
 //! # Where this differs from upstream, and why
 //!
 //! - Node label changes are watched (own Node only): a relabelled node gains or loses
