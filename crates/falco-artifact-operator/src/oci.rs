@@ -195,7 +195,9 @@ pub struct SignatureLayer {
 pub struct Puller {
     client: Client,
     /// A plain HTTP client for what `oci-client` does not expose: the `Retry-After` header.
-    probe: reqwest::Client,
+    /// Built on first use (a throttled answer): loading the system's TLS roots costs tens of
+    /// milliseconds that an unthrottled pull should not pay.
+    probe: std::sync::OnceLock<Option<reqwest::Client>>,
     config: RegistryConfig,
 }
 
@@ -360,19 +362,6 @@ impl Puller {
         } else {
             ClientProtocol::HttpsExcept(config.insecure_registries.clone())
         };
-        let mut probe = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
-            .danger_accept_invalid_certs(config.accept_invalid_certificates);
-        if let Some(pem) = &config.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| Error::ClientConfig(format!("CA bundle: {e}")))?;
-            probe = probe.tls_certs_merge(certs);
-        }
-        let probe = probe
-            .build()
-            .map_err(|e| Error::ClientConfig(format!("HTTP client: {e}")))?;
         let client = Client::new(ClientConfig {
             protocol,
             accept_invalid_certificates: config.accept_invalid_certificates,
@@ -385,9 +374,26 @@ impl Puller {
         });
         Ok(Self {
             client,
-            probe,
+            probe: std::sync::OnceLock::new(),
             config,
         })
+    }
+
+    fn probe_client(&self) -> Option<&reqwest::Client> {
+        self.probe
+            .get_or_init(|| {
+                let mut builder = reqwest::Client::builder()
+                    .user_agent(USER_AGENT)
+                    .connect_timeout(Duration::from_secs(10))
+                    .timeout(Duration::from_secs(30))
+                    .danger_accept_invalid_certs(self.config.accept_invalid_certificates);
+                if let Some(pem) = &self.config.ca_pem {
+                    builder =
+                        builder.tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem).ok()?);
+                }
+                builder.build().ok()
+            })
+            .as_ref()
     }
 
     /// Reads `Retry-After` for a throttled answer. `oci-client` does not expose response
@@ -396,7 +402,7 @@ impl Puller {
     /// probe is not throttled or carries no usable header (plain backoff applies then).
     async fn retry_after(&self, e: &OciDistributionError) -> Option<Duration> {
         let url = throttled_url(e)?;
-        let mut request = self.probe.head(url);
+        let mut request = self.probe_client()?.head(url);
         request = match &self.config.auth {
             Auth::Anonymous => request,
             Auth::Basic { username, password } => request.basic_auth(username, Some(password)),
