@@ -8,8 +8,9 @@
 // duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{ArtifactStatus, ConfigMapRef, OciArtifact, preserve_unknown};
@@ -51,6 +52,9 @@ fn default_priority() -> i32 {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RulesfileSpec {
+    /// Require a valid signature on the OCI artifact; an artifact that fails is never written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<SignatureVerification>,
     /// Rules packaged as an OCI artifact (Falco's rulesfile media types).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oci_artifact: Option<OciArtifact>,
@@ -95,6 +99,9 @@ pub struct RulesfileSpec {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PluginSpec {
+    /// Require a valid signature on the OCI artifact; an artifact that fails is never written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<SignatureVerification>,
     /// The plugin's shared library packaged as an OCI artifact (Falco's plugin media types).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oci_artifact: Option<OciArtifact>,
@@ -168,4 +175,289 @@ pub struct ConfigSpec {
     /// Nodes that get this fragment, by node labels. All nodes when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
+}
+
+/// Signature verification of an OCI artifact before anything is written.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignatureVerification {
+    /// Verify a cosign signature made with a key pair.
+    pub cosign: CosignVerification,
+}
+
+/// A cosign key-pair signature: the signature manifest is read from the tag
+/// `sha256-<digest>.sig` of the artifact's repository, and its simple-signing payload must name
+/// the artifact's digest. Keyless (Fulcio/Rekor) verification is not supported.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CosignVerification {
+    /// The public key, PEM (`-----BEGIN PUBLIC KEY-----`), ECDSA P-256 as `cosign generate-key-pair` makes.
+    #[x_kube(validation = Rule::new("self.contains('-----BEGIN PUBLIC KEY-----')")
+        .message("publicKey must be a PEM public key (-----BEGIN PUBLIC KEY-----)"))]
+    pub public_key: String,
+}
+
+/// What one node's artifact operator delivered: one object per node, named after the node, in the
+/// Falco namespace, written only by that node's sidecar and owned by the `Node` (so the garbage
+/// collector deletes it with the node).
+///
+/// The shared `Rulesfile`/`Plugin`/`Config` objects never carry per-node data; their conditions are
+/// an aggregate of these records ([`aggregate_conditions`]), so their size and write rate do not
+/// grow with the number of nodes.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "artifact.falcosecurity.dev",
+    version = "v1alpha1",
+    kind = "NodeArtifacts",
+    plural = "nodeartifacts",
+    category = "artifacts",
+    namespaced,
+    status = "NodeArtifactsStatus",
+    derive = "PartialEq",
+    doc = "NodeArtifacts reports what the artifact operator of one node delivered.",
+    printcolumn(name = "Node", type_ = "string", json_path = ".spec.nodeName"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeArtifactsSpec {
+    /// The node this record describes.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("nodeName is immutable"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub node_name: String,
+}
+
+/// The artifacts one node holds.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeArtifactsStatus {
+    /// One entry per Rulesfile, Plugin and Config selecting this node.
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["kind".into(), "name".into()]))]
+    pub artifacts: Vec<NodeArtifact>,
+}
+
+/// The state of one artifact on one node.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeArtifact {
+    /// `Rulesfile`, `Plugin` or `Config`.
+    pub kind: String,
+    /// The artifact's name (same namespace).
+    pub name: String,
+    /// The artifact's `metadata.generation` this entry describes.
+    #[serde(default)]
+    pub observed_generation: i64,
+    /// The OCI manifest digest installed, if the artifact has an OCI source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Files written for this artifact.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    /// `Programmed` and `ResolvedRefs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// How many node names a failed aggregate condition lists.
+pub const AGGREGATE_MAX_NODES: usize = 3;
+
+/// The conditions of a shared artifact (`kind`/`name` at `generation`), aggregated from the
+/// per-node records: per condition type, `False` beats `Unknown` beats `True`; a node that has
+/// not yet reported on `generation` counts as `Unknown`. Messages name at most
+/// [`AGGREGATE_MAX_NODES`] nodes, so the result has a constant size whatever the node count.
+/// With no record mentioning the artifact: `Programmed=Unknown`, reason `NoNodesSelected`.
+///
+/// The writer of the shared status (one per cluster: the instance operator) calls this; the
+/// sidecars never write shared objects.
+pub fn aggregate_conditions(
+    kind: &str,
+    name: &str,
+    generation: i64,
+    records: &[NodeArtifacts],
+    now: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> Vec<Condition> {
+    use std::collections::BTreeMap;
+    let entries: Vec<(&str, &NodeArtifact)> = records
+        .iter()
+        .filter_map(|r| {
+            let status = r.status.as_ref()?;
+            let entry = status
+                .artifacts
+                .iter()
+                .find(|a| a.kind == kind && a.name == name)?;
+            Some((r.spec.node_name.as_str(), entry))
+        })
+        .collect();
+    let condition = |type_: &str, status: &str, reason: &str, message: String| Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: Some(generation),
+        last_transition_time: now.clone(),
+    };
+    if entries.is_empty() {
+        return vec![condition(
+            crate::common::condition::PROGRAMMED,
+            "Unknown",
+            "NoNodesSelected",
+            "No node reports this artifact yet.".to_owned(),
+        )];
+    }
+    let mut types: Vec<&str> = entries
+        .iter()
+        .flat_map(|(_, e)| e.conditions.iter().map(|c| c.type_.as_str()))
+        .collect();
+    types.push(crate::common::condition::PROGRAMMED);
+    types.sort_unstable();
+    types.dedup();
+    let total = entries.len();
+    types
+        .into_iter()
+        .map(|type_| {
+            // (status rank, reason) → nodes; rank 0 = False, 1 = Unknown, 2 = True.
+            let mut by: BTreeMap<(u8, String), Vec<&str>> = BTreeMap::new();
+            let mut message_of: BTreeMap<(u8, String), String> = BTreeMap::new();
+            for (node, entry) in &entries {
+                let found = entry.conditions.iter().find(|c| c.type_ == type_);
+                let (rank, reason, message) = match found {
+                    _ if entry.observed_generation < generation => {
+                        (1, "Pending".to_owned(), "not yet reconciled".to_owned())
+                    }
+                    None => continue,
+                    Some(c) => {
+                        let rank = match c.status.as_str() {
+                            "False" => 0,
+                            "True" => 2,
+                            _ => 1,
+                        };
+                        (rank, c.reason.clone(), c.message.clone())
+                    }
+                };
+                by.entry((rank, reason.clone())).or_default().push(node);
+                message_of.entry((rank, reason)).or_insert(message);
+            }
+            let Some(((rank, reason), nodes)) = by.iter().next() else {
+                return condition(type_, "Unknown", "Pending", "No node reported it.".into());
+            };
+            let status = ["False", "Unknown", "True"][usize::from(*rank)];
+            if *rank == 2 {
+                let ok = by.values().map(Vec::len).sum::<usize>();
+                return condition(
+                    type_,
+                    status,
+                    reason,
+                    format!(
+                        "{ok} of {total} nodes: {}",
+                        message_of[&(*rank, reason.clone())]
+                    ),
+                );
+            }
+            let mut named: Vec<&str> = nodes.clone();
+            named.sort_unstable();
+            let more = named.len().saturating_sub(AGGREGATE_MAX_NODES);
+            named.truncate(AGGREGATE_MAX_NODES);
+            let more = if more > 0 {
+                format!(" (+{more} more)")
+            } else {
+                String::new()
+            };
+            condition(
+                type_,
+                status,
+                reason,
+                format!(
+                    "{} of {total} nodes: {} (nodes: {}{more})",
+                    nodes.len(),
+                    message_of[&(*rank, reason.clone())],
+                    named.join(", ")
+                ),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn record(node: &str, generation: i64, status: &str, reason: &str) -> NodeArtifacts {
+        let mut r = NodeArtifacts::new(
+            node,
+            NodeArtifactsSpec {
+                node_name: node.to_owned(),
+            },
+        );
+        r.status = Some(NodeArtifactsStatus {
+            artifacts: vec![NodeArtifact {
+                kind: "Rulesfile".into(),
+                name: "r".into(),
+                observed_generation: generation,
+                conditions: vec![Condition {
+                    type_: "Programmed".into(),
+                    status: status.into(),
+                    reason: reason.into(),
+                    message: format!("{reason} here"),
+                    observed_generation: Some(generation),
+                    last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+                }],
+                ..NodeArtifact::default()
+            }],
+        });
+        r
+    }
+
+    fn now() -> Time {
+        Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn aggregate_is_constant_size_and_false_wins() {
+        let mut records: Vec<NodeArtifacts> = (0..1000)
+            .map(|i| record(&format!("n{i:04}"), 2, "True", "Programmed"))
+            .collect();
+        let ok = aggregate_conditions("Rulesfile", "r", 2, &records, now());
+        assert_eq!(ok.len(), 1);
+        assert_eq!(
+            (ok[0].status.as_str(), ok[0].reason.as_str()),
+            ("True", "Programmed")
+        );
+        assert!(
+            ok[0].message.starts_with("1000 of 1000 nodes"),
+            "{}",
+            ok[0].message
+        );
+
+        for i in [7, 3, 500, 999] {
+            records[i] = record(&format!("n{i:04}"), 2, "False", "AuthenticationFailed");
+        }
+        records[1] = record("n0001", 1, "True", "Programmed");
+        let bad = aggregate_conditions("Rulesfile", "r", 2, &records, now());
+        assert_eq!(
+            (bad[0].status.as_str(), bad[0].reason.as_str()),
+            ("False", "AuthenticationFailed")
+        );
+        assert_eq!(
+            bad[0].message,
+            "4 of 1000 nodes: AuthenticationFailed here (nodes: n0003, n0007, n0500 (+1 more))"
+        );
+        // Only the pending node left: Unknown until it reports the new generation.
+        let pending: Vec<_> = records
+            .iter()
+            .filter(|r| r.spec.node_name == "n0001")
+            .cloned()
+            .collect();
+        assert_eq!(
+            aggregate_conditions("Rulesfile", "r", 2, &pending, now())[0].status,
+            "Unknown"
+        );
+        let none = aggregate_conditions("Rulesfile", "other", 2, &records, now());
+        assert_eq!(none[0].reason, "NoNodesSelected");
+    }
 }

@@ -22,7 +22,9 @@ pub mod instance;
 pub mod reference;
 
 pub use artifact::{
-    Config, ConfigSpec, Plugin, PluginConfig, PluginSpec, Rulesfile, RulesfileSpec,
+    Config, ConfigSpec, CosignVerification, NodeArtifact, NodeArtifacts, NodeArtifactsSpec,
+    NodeArtifactsStatus, Plugin, PluginConfig, PluginSpec, Rulesfile, RulesfileSpec,
+    SignatureVerification,
 };
 pub use common::{
     ArtifactStatus, ConfigMapRef, ImageSpec, OciArtifact, RegistryAuth, RegistryConfig, SecretRef,
@@ -55,18 +57,21 @@ pub fn instance_crds() -> Vec<CustomResourceDefinition> {
 
 /// The CRDs reconciled by the artifact operator, in a stable order.
 pub fn artifact_crds() -> Vec<CustomResourceDefinition> {
-    vec![Rulesfile::crd(), Plugin::crd(), Config::crd()]
-        .into_iter()
-        .map(finish)
-        .map(|mut crd| {
-            // The default upstream declares on artifact status (one Programmed=Unknown/Pending
-            // condition), which the derive cannot express.
-            if let Some(status) = root_property(&mut crd, "status") {
-                status.default = Some(JSON(common::pending_artifact_status()));
-            }
-            crd
-        })
-        .collect()
+    let mut crds: Vec<CustomResourceDefinition> =
+        vec![Rulesfile::crd(), Plugin::crd(), Config::crd()]
+            .into_iter()
+            .map(finish)
+            .map(|mut crd| {
+                // The default upstream declares on artifact status (one Programmed=Unknown/Pending
+                // condition), which the derive cannot express.
+                if let Some(status) = root_property(&mut crd, "status") {
+                    status.default = Some(JSON(common::pending_artifact_status()));
+                }
+                crd
+            })
+            .collect();
+    crds.push(finish(NodeArtifacts::crd()));
+    crds
 }
 
 /// Metadata fields kept inside an embedded pod template, as controller-gen's

@@ -1,7 +1,26 @@
 //! The per-node artifact sidecar of every Falco pod.
 //!
-//! It delivers `Rulesfile`, `Plugin` and `Config` resources to the files Falco reads. This crate
-//! holds the building blocks; the Kubernetes controller that drives them lives on top.
+//! It delivers `Rulesfile`, `Plugin` and `Config` resources to the files Falco reads, on the
+//! node it runs on. `falco-artifact-operator run` ([`sync::run`]) is started by the instance
+//! operator as a native sidecar with `NODE_NAME` and `POD_NAMESPACE`; its startup probe on
+//! `/readyz` (port 8081) keeps Falco from starting before the first full sync.
+//!
+//! # Controller
+//!
+//! Five watch streams, none of them cluster-wide ([`sync`]): the three artifact kinds and the
+//! ConfigMaps of the Falco namespace, and this node's own `Node`, metadata only, by field
+//! selector `metadata.name=<node>`. Secrets are never watched or cached: the one an artifact
+//! names is read by name (GET) when its registry is contacted. Each artifact goes through one
+//! pipeline ([`reconcile`]): *dereference* (ConfigMap from the watch cache, Secret by name) →
+//! *validate* → *build* (pure: which files, with which content or from which reference) →
+//! *apply* (pull, verify, write through the [`store::Store`]) → *status* ([`status`]). An
+//! artifact whose input did not change is skipped without touching disk or network, so a watch
+//! event costs nothing for the others; a tag is re-checked every `--oci-resync-seconds` (one
+//! manifest `HEAD`; upstream never notices a moved tag) and a digest-pinned one never.
+//!
+//! A failed source never removes what an earlier version wrote: the previous file stays until
+//! the artifact is deleted or stops selecting the node, and the failure shows in the status.
+//! Unlike upstream, a missing ConfigMap or Secret only fails its own source, not the others.
 //!
 //! # Files
 //!
@@ -13,11 +32,13 @@
 //! | Config | `<config.d>/<PP>-<SS>-<name>-<medium>.yaml` |
 //! | Plugin binary | `<plugins>/<name>.so` |
 //! | Plugin configuration, all plugins | `<config.d>/99-03-plugins-config-inline.yaml` (`load_plugins` + `plugins`) |
-//! | What this sidecar wrote | `<state>/manifest.json` |
+//! | What this sidecar wrote | `<state>/manifest.json` (default `<plugins>/.falco-artifact-operator/`, so it lives as long as the shared volumes) |
 //!
 //! `PP` is the priority (two digits, 0–99). Falco reads the directories in lexical order, so a
 //! higher priority loads later and wins; within one priority OCI loads first, inline last. A
-//! priority change renames the file (one `rename`, the content is not rewritten).
+//! priority change renames the file (one `rename`, the content is not rewritten). A plugin
+//! enters `load_plugins` only once its library is on disk, so a failed first pull cannot make
+//! Falco refuse to start.
 //!
 //! # Atomicity
 //!
@@ -46,30 +67,91 @@
 //! already installed costs no request at all). `oci-client` also sends a `GET /v2/` ping before
 //! calls to a registry that answers without an auth challenge (it has no token to cache); the
 //! ping carries no data. Transient answers (429, 5xx, connection errors) are retried with
-//! exponential backoff and jitter. `Retry-After` is not honoured yet: `oci-client` 0.18 does not
-//! expose response headers on errors (left for the controller issue).
+//! exponential backoff and jitter. Credentials: a Secret with `username` and `password` is basic
+//! auth (and the registry's token exchange); a Secret with only `password` is a bearer token.
+//! TLS is verified against the system roots plus `--registry-ca-file`; plain HTTP only for a
+//! registry named by the CR's `plainHTTP` or `--insecure-registry`.
+//!
+//! **`Retry-After`.** `oci-client` 0.18 hides response headers, so on a 429 or 503 the puller
+//! asks the same URL once more with a `HEAD` (same credentials) through its own `reqwest`
+//! client and reads `Retry-After` from that answer (delta-seconds or HTTP date). The retry then
+//! waits at least that long. A `Retry-After` longer than the policy's bound ends the pull with
+//! [`Error::Unavailable`] carrying it, and the controller schedules the artifact's next attempt
+//! no sooner than that, instead of blocking the other artifacts. Registries that answer the
+//! probe with a 401 challenge (token auth) give no header; plain backoff applies then.
+//!
+//! # Integrity
+//!
+//! With `verify.cosign.publicKey` in the CR, or `--require-signatures` with
+//! `--cosign-public-key`, an OCI artifact is written only if a cosign signature stored at the
+//! tag `sha256-<hex>.sig` verifies with the key (ECDSA P-256) and its simple-signing payload
+//! names the artifact's digest ([`cosign`]); otherwise `Programmed=False` with reason
+//! `SignatureMissing` or `SignatureInvalid`, and nothing is written. Keyless verification
+//! (Fulcio certificate identity, Rekor) is not implemented.
 //!
 //! # Per-node status without per-node finalizers (design)
 //!
-//! Upstream put one finalizer per node on every shared Rulesfile/Plugin/Config, which left
-//! thousands of finalizers on a single object when nodes churned. Here the shared CR carries
-//! no per-node data at all. Each sidecar reports about its own node on an object it owns:
-//! one `ArtifactNode`-style record per node (named after the node, owner reference to the
-//! `Node`, so the garbage collector removes it when the node is deleted) whose status lists, per
-//! artifact, the installed digest, priority, file and the `Programmed` / `ResolvedRefs`
-//! conditions with actionable reasons (auth failure, not found, wrong media type, signature).
-//! The shared CR's status is aggregated by the instance operator into constant-size counters
-//! (`nodesDesired`, `nodesProgrammed`, `nodesFailed`, plus the most recent failure reason and an
-//! example node), computed from the per-node records with a label selector, so its size and the
-//! write rate on it stay constant as nodes come and go. Deleting a CR needs no per-node
-//! finalizer: every sidecar sees the deletion through its watch and removes its files, and the
-//! manifest makes the clean-up complete even for a sidecar that was down at the time (on start
-//! it removes owned files no CR asks for). Records of deleted nodes vanish with their `Node`
-//! through the owner reference.
+//! Upstream had every node write the shared CR's status (reconcile storms, #356/#371) and put
+//! one finalizer per node on it (5,526 finalizers on one Rulesfile after node churn, #377).
+//! Here a sidecar never writes a shared `Rulesfile`/`Plugin`/`Config` at all: it only reads
+//! them, so their size and write rate are independent of the node count. Each sidecar reports
+//! on one object of its own, a `NodeArtifacts` record ([`falco_api::NodeArtifacts`]):
+//!
+//! - one per node, named after the node, in the Falco namespace, labelled
+//!   `app.kubernetes.io/managed-by=falco-artifact-operator`;
+//! - its status lists, per artifact selecting the node, the generation seen, the OCI digest
+//!   installed, the files and the `Programmed` / `ResolvedRefs` conditions with a reason a
+//!   person can act on (`AuthenticationFailed`, `ArtifactNotFound`, `WrongMediaType`,
+//!   `SignatureMissing`, `SignatureInvalid`, `InvalidArchive`, `SecretNotFound`,
+//!   `ConfigMapKeyMissing`, `RegistryUnavailable`, … see [`Error::reason`]);
+//! - written with server-side apply by that node's sidecar only, and only when its content
+//!   changes (transition times move only when a status does);
+//! - owned by the `Node` through an owner reference, so the garbage collector deletes it when
+//!   the node is deleted: nothing is left behind by autoscaler churn.
+//!
+//! Deleting a shared CR needs no finalizer: every sidecar sees the deletion through its watch
+//! and removes its files; a sidecar that was down at the time removes them at its next start,
+//! because its manifest lists files no CR asks for any more.
+//!
+//! The shared CR's own `Programmed`/`ResolvedRefs` are an aggregate with a constant size
+//! ([`falco_api::artifact::aggregate_conditions`]: False beats Unknown beats True, at most three
+//! node names in a message) written by a single writer, the instance operator, from the
+//! records of its namespace. Cost: O(nodes) small objects watched by one controller, one write
+//! per record change, and none of the N×N watch fan-out of N writers on one shared object.
+//!
+//! # Permissions (least privilege)
+//!
+//! | Scope | API group | Resources | Verbs |
+//! |---|---|---|---|
+//! | Role (Falco namespace) | `artifact.falcosecurity.dev` | `rulesfiles`, `plugins`, `configs` | `get`, `list`, `watch` |
+//! | Role | `artifact.falcosecurity.dev` | `nodeartifacts` | `get`, `create`, `patch` |
+//! | Role | `artifact.falcosecurity.dev` | `nodeartifacts/status` | `get`, `patch` |
+//! | Role | `""` | `configmaps` | `get`, `list`, `watch` |
+//! | Role | `""` | `secrets` | `get` |
+//! | ClusterRole | `""` | `nodes` | `get`, `list`, `watch` (used with the field selector of its own node only) |
+//!
+//! No write access to the shared CRs or their status, no Secret list/watch, no Events.
+//!
+//! # Where this differs from upstream, and why
+//!
+//! - Node label changes are watched (own Node only): a relabelled node gains or loses
+//!   artifacts at once; upstream re-checks only on a CR change or after 10 h.
+//! - Moved tags are noticed; `Retry-After` is honoured; signatures can be required.
+//! - The list of written files survives restarts (upstream's map is in memory): no stale file
+//!   after a priority change during a restart, no re-download of unchanged artifacts.
+//! - Least privilege: read-only on the shared CRs, Secrets by name only (`get`), no Events.
 
 pub mod archive;
+pub mod cli;
+pub mod cosign;
+pub mod http;
+pub mod metrics;
 pub mod oci;
+pub mod reconcile;
+pub mod selector;
+pub mod status;
 pub mod store;
+pub mod sync;
 
 use std::path::PathBuf;
 
@@ -154,6 +236,61 @@ pub enum Error {
     /// The TLS or client configuration for a registry is unusable.
     #[error("registry client configuration: {0}")]
     ClientConfig(String),
+    /// The registry's TLS certificate is not trusted (add its CA with `--registry-ca-file`).
+    #[error("TLS verification failed for {reference}: {detail}")]
+    Tls {
+        /// The reference being pulled.
+        reference: String,
+        /// The TLS error chain.
+        detail: String,
+    },
+    /// The registry stayed unavailable or rate-limited through every retry.
+    #[error("registry unavailable for {reference}: {detail}")]
+    Unavailable {
+        /// The reference being pulled.
+        reference: String,
+        /// The last answer.
+        detail: String,
+        /// How long the registry asked us to wait (`Retry-After`), if it said.
+        retry_after: Option<std::time::Duration>,
+    },
+    /// A signature is required and the registry holds none for this digest.
+    #[error("no signature for {reference}: {detail}")]
+    SignatureMissing {
+        /// The reference being pulled.
+        reference: String,
+        /// What was looked for.
+        detail: String,
+    },
+    /// A signature exists but does not verify with the key, or names another digest.
+    #[error("signature of {reference} does not verify: {detail}")]
+    SignatureInvalid {
+        /// The reference being pulled.
+        reference: String,
+        /// Why each signature was refused.
+        detail: String,
+    },
+    /// A ConfigMap or Secret the artifact names is missing or lacks a key.
+    #[error("{kind} {name}: {detail}")]
+    Reference {
+        /// `ConfigMap` or `Secret`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// What is wrong with it.
+        detail: String,
+        /// The key that is missing, if the object exists.
+        missing_key: bool,
+    },
+    /// A Kubernetes API call failed.
+    #[error("kubernetes API, {step}: {source}")]
+    Kube {
+        /// The call that failed.
+        step: &'static str,
+        /// The client error.
+        #[source]
+        source: kube::Error,
+    },
     /// Any other registry failure, after retries.
     #[error("registry request for {reference} failed: {source}")]
     Registry {
@@ -162,6 +299,75 @@ pub enum Error {
         /// The client error.
         source: oci_client::errors::OciDistributionError,
     },
+}
+
+impl Error {
+    /// The condition reason and metric label for this error: a closed set a person can act on.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Invalid { .. } => "InvalidSpec",
+            Self::Io { .. } | Self::Manifest { .. } => "WriteFailed",
+            Self::NotOwned(_) => "FileConflict",
+            Self::PluginsConfig(_) => "InvalidPluginConfig",
+            Self::Archive(_) => "InvalidArchive",
+            Self::Auth { .. } => "AuthenticationFailed",
+            Self::NotFound { .. } => "ArtifactNotFound",
+            Self::WrongMediaType { .. } => "WrongMediaType",
+            Self::TooLarge { .. } => "ArtifactTooLarge",
+            Self::ClientConfig(_) => "InvalidRegistryConfig",
+            Self::Tls { .. } => "TLSVerificationFailed",
+            Self::Unavailable { .. } | Self::Registry { .. } => "RegistryUnavailable",
+            Self::SignatureMissing { .. } => "SignatureMissing",
+            Self::SignatureInvalid { .. } => "SignatureInvalid",
+            Self::Reference {
+                kind: "Secret",
+                missing_key: false,
+                ..
+            } => "SecretNotFound",
+            Self::Reference { kind: "Secret", .. } => "SecretKeyMissing",
+            Self::Reference {
+                missing_key: false, ..
+            } => "ConfigMapNotFound",
+            Self::Reference { .. } => "ConfigMapKeyMissing",
+            Self::Kube { .. } => "KubernetesAPIError",
+        }
+    }
+
+    /// Every value [`Error::reason`] can return (metric label set).
+    pub const REASONS: &'static [&'static str] = &[
+        "InvalidSpec",
+        "WriteFailed",
+        "FileConflict",
+        "InvalidPluginConfig",
+        "InvalidArchive",
+        "AuthenticationFailed",
+        "ArtifactNotFound",
+        "WrongMediaType",
+        "ArtifactTooLarge",
+        "InvalidRegistryConfig",
+        "TLSVerificationFailed",
+        "RegistryUnavailable",
+        "SignatureMissing",
+        "SignatureInvalid",
+        "SecretNotFound",
+        "SecretKeyMissing",
+        "ConfigMapNotFound",
+        "ConfigMapKeyMissing",
+        "KubernetesAPIError",
+    ];
+
+    /// Whether the error concerns a referenced object (the `ResolvedRefs` condition).
+    pub fn is_reference(&self) -> bool {
+        matches!(self, Self::Reference { .. })
+    }
+
+    /// How long the source asked us to wait before trying again, if it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }
 
 /// Result alias for this crate.

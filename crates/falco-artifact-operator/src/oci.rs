@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
+use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::{
     OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciImageManifest, OciManifest,
 };
@@ -25,6 +25,12 @@ pub const PLUGIN_CONFIG_MEDIA_TYPE: &str = "application/vnd.cncf.falco.plugin.co
 pub const PLUGIN_LAYER_MEDIA_TYPE: &str = "application/vnd.cncf.falco.plugin.layer.v1+tar.gz";
 /// User agent sent to registries.
 pub const USER_AGENT: &str = "falco-artifact-operator";
+/// Layer media type of a cosign simple-signing payload.
+pub const COSIGN_PAYLOAD_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+/// Layer annotation holding the base64 signature of the payload.
+pub const COSIGN_SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+/// Largest signature payload accepted, in bytes.
+const MAX_SIGNATURE_PAYLOAD_BYTES: u64 = 64 * 1024;
 
 /// The kind of Falco artifact a CR expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +60,7 @@ impl ArtifactType {
 }
 
 /// Credentials for a registry.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub enum Auth {
     /// No credentials.
     #[default]
@@ -101,6 +107,9 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     /// Upper bound of one delay.
     pub max_delay: Duration,
+    /// Longest `Retry-After` waited for inside one pull; a longer one ends the pull with
+    /// [`Error::Unavailable`] carrying it, so the caller can come back later without blocking.
+    pub max_retry_after: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -109,6 +118,7 @@ impl Default for RetryPolicy {
             attempts: 5,
             base_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(60),
         }
     }
 }
@@ -143,6 +153,8 @@ pub struct RegistryConfig {
     pub ca_pem: Option<Vec<u8>>,
     /// Registries (`host:port`) reached over plain HTTP; every other registry uses HTTPS.
     pub insecure_registries: Vec<String>,
+    /// Accept any TLS certificate (the CR's `tls.insecureSkipVerify`); never the default.
+    pub accept_invalid_certificates: bool,
     /// Size limits.
     pub limits: Limits,
     /// Retries on transient failures.
@@ -170,9 +182,22 @@ pub enum PullOutcome {
     Pulled(PulledArtifact),
 }
 
+/// One signature found next to an artifact: the simple-signing payload and its signature.
+#[derive(Debug, Clone)]
+pub struct SignatureLayer {
+    /// The payload bytes, exactly as signed.
+    pub payload: Vec<u8>,
+    /// The base64 signature from the layer annotation.
+    pub signature: String,
+}
+
 /// Pulls Falco artifacts.
 pub struct Puller {
     client: Client,
+    /// A plain HTTP client for what `oci-client` does not expose: the `Retry-After` header.
+    /// Built on first use (a throttled answer): loading the system's TLS roots costs tens of
+    /// milliseconds that an unthrottled pull should not pay.
+    probe: std::sync::OnceLock<Option<reqwest::Client>>,
     config: RegistryConfig,
 }
 
@@ -190,15 +215,69 @@ fn is_transient(e: &OciDistributionError) -> bool {
         OciDistributionError::ServerError { code, .. } => {
             matches!(code, 429 | 500 | 502 | 503 | 504)
         }
-        OciDistributionError::RequestError(e) => e.is_connect() || e.is_timeout() || e.is_request(),
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| e.code == OciErrorCode::Toomanyrequests),
+        OciDistributionError::RequestError(e) => {
+            (e.is_connect() || e.is_timeout() || e.is_request()) && !is_tls_refusal(e)
+        }
         _ => false,
     }
+}
+
+/// Whether a request failed because the server's certificate was not trusted: not transient.
+fn is_tls_refusal(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        let text = err.to_string().to_ascii_lowercase();
+        if text.contains("certificate") || text.contains("unknownissuer") {
+            return true;
+        }
+        current = err.source();
+    }
+    false
+}
+
+/// The URL of a rate-limited (429) or unavailable (503) answer, where `Retry-After` may be read.
+fn throttled_url(e: &OciDistributionError) -> Option<&str> {
+    match e {
+        OciDistributionError::ServerError {
+            code: 429 | 503,
+            url,
+            ..
+        } => Some(url),
+        OciDistributionError::RegistryError { url, .. } if is_transient(e) => Some(url),
+        _ => None,
+    }
+}
+
+/// Parses a `Retry-After` value: delta-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 fn classify(reference: &str, e: OciDistributionError) -> Error {
     let text = e.to_string();
     let reference = reference.to_owned();
     match &e {
+        OciDistributionError::RequestError(re) if is_tls_refusal(re) => Error::Tls {
+            reference,
+            detail: {
+                let mut chain = Vec::new();
+                let mut current: Option<&(dyn std::error::Error + 'static)> = Some(re);
+                while let Some(err) = current {
+                    chain.push(err.to_string());
+                    current = err.source();
+                }
+                chain.join(": ")
+            },
+        },
         OciDistributionError::UnauthorizedError { .. }
         | OciDistributionError::AuthenticationFailure(_) => Error::Auth {
             reference,
@@ -215,24 +294,38 @@ fn classify(reference: &str, e: OciDistributionError) -> Error {
             reference,
             detail: text,
         },
-        OciDistributionError::RegistryError { .. }
-            if text.contains("UNAUTHORIZED") || text.contains("DENIED") =>
+        OciDistributionError::RegistryError { envelope, .. }
+            if envelope
+                .errors
+                .iter()
+                .any(|c| matches!(c.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)) =>
         {
             Error::Auth {
                 reference,
                 detail: text,
             }
         }
-        OciDistributionError::RegistryError { .. }
-            if text.contains("MANIFEST_UNKNOWN")
-                || text.contains("NAME_UNKNOWN")
-                || text.contains("BLOB_UNKNOWN") =>
+        OciDistributionError::RegistryError { envelope, .. }
+            if envelope.errors.iter().any(|c| {
+                matches!(
+                    c.code,
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::BlobUnknown
+                        | OciErrorCode::NotFound
+                )
+            }) =>
         {
             Error::NotFound {
                 reference,
                 detail: text,
             }
         }
+        _ if is_transient(&e) => Error::Unavailable {
+            reference,
+            detail: text,
+            retry_after: None,
+        },
         _ => Error::Registry {
             reference,
             source: e,
@@ -271,6 +364,7 @@ impl Puller {
         };
         let client = Client::new(ClientConfig {
             protocol,
+            accept_invalid_certificates: config.accept_invalid_certificates,
             extra_root_certificates,
             user_agent: USER_AGENT,
             connect_timeout: Some(Duration::from_secs(10)),
@@ -278,7 +372,48 @@ impl Puller {
             max_concurrent_download: 1,
             ..ClientConfig::default()
         });
-        Ok(Self { client, config })
+        Ok(Self {
+            client,
+            probe: std::sync::OnceLock::new(),
+            config,
+        })
+    }
+
+    fn probe_client(&self) -> Option<&reqwest::Client> {
+        self.probe
+            .get_or_init(|| {
+                let mut builder = reqwest::Client::builder()
+                    .user_agent(USER_AGENT)
+                    .connect_timeout(Duration::from_secs(10))
+                    .timeout(Duration::from_secs(30))
+                    .danger_accept_invalid_certs(self.config.accept_invalid_certificates);
+                if let Some(pem) = &self.config.ca_pem {
+                    builder =
+                        builder.tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem).ok()?);
+                }
+                builder.build().ok()
+            })
+            .as_ref()
+    }
+
+    /// Reads `Retry-After` for a throttled answer. `oci-client` does not expose response
+    /// headers, so the same URL is asked once more with a `HEAD` carrying the same credentials;
+    /// a registry that is still throttling answers it with the header. Returns `None` when the
+    /// probe is not throttled or carries no usable header (plain backoff applies then).
+    async fn retry_after(&self, e: &OciDistributionError) -> Option<Duration> {
+        let url = throttled_url(e)?;
+        let mut request = self.probe_client()?.head(url);
+        request = match &self.config.auth {
+            Auth::Anonymous => request,
+            Auth::Basic { username, password } => request.basic_auth(username, Some(password)),
+            Auth::Bearer(token) => request.bearer_auth(token),
+        };
+        let response = request.send().await.ok()?;
+        if !matches!(response.status().as_u16(), 429 | 503) {
+            return None;
+        }
+        let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
+        parse_retry_after(value.to_str().ok()?, std::time::SystemTime::now())
     }
 
     async fn retry<T, F, Fut>(&self, reference: &str, mut call: F) -> Result<T>
@@ -293,7 +428,17 @@ impl Puller {
             match call().await {
                 Ok(v) => return Ok(v),
                 Err(e) if attempt < policy.attempts && is_transient(&e) => {
-                    let wait = delay.mul_f64(jitter()).min(policy.max_delay);
+                    let mut wait = delay.mul_f64(jitter()).min(policy.max_delay);
+                    if let Some(asked) = self.retry_after(&e).await {
+                        if asked > policy.max_retry_after {
+                            return Err(Error::Unavailable {
+                                reference: reference.to_owned(),
+                                detail: e.to_string(),
+                                retry_after: Some(asked),
+                            });
+                        }
+                        wait = wait.max(asked);
+                    }
                     tracing::warn!(%reference, attempt, error = %e, ?wait, "transient registry failure, retrying");
                     tokio::time::sleep(wait).await;
                     delay = (delay * 2).min(policy.max_delay);
@@ -358,6 +503,63 @@ impl Puller {
         let mut files = archive::extract_tar_gz(&blob, &self.config.limits.archive)?;
         let file = files.swap_remove(0);
         Ok(PullOutcome::Pulled(PulledArtifact { digest, file }))
+    }
+
+    /// The cosign signatures stored for `digest` of `reference`'s repository, at the tag
+    /// `sha256-<hex>.sig`. [`Error::SignatureMissing`] when there is none.
+    pub async fn signatures(&self, reference: &str, digest: &str) -> Result<Vec<SignatureLayer>> {
+        let parsed: Reference =
+            reference
+                .parse()
+                .map_err(|e: oci_client::ParseError| Error::Invalid {
+                    what: "OCI reference",
+                    reason: format!("{reference:?}: {e}"),
+                })?;
+        let tag = format!("{}.sig", digest.replace(':', "-"));
+        let sig_ref = Reference::with_tag(
+            parsed.registry().to_owned(),
+            parsed.repository().to_owned(),
+            tag.clone(),
+        );
+        let auth = self.config.auth.to_registry_auth();
+        let missing = |detail: String| Error::SignatureMissing {
+            reference: reference.to_owned(),
+            detail,
+        };
+        let manifest = match self.image_manifest(reference, &sig_ref, &auth).await {
+            Ok(m) => m,
+            Err(Error::NotFound { .. }) => {
+                return Err(missing(format!("no signature manifest at tag {tag}")));
+            }
+            Err(e) => return Err(e),
+        };
+        let mut found = Vec::new();
+        for layer in &manifest.layers {
+            if layer.media_type != COSIGN_PAYLOAD_MEDIA_TYPE {
+                continue;
+            }
+            let Some(signature) = layer
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(COSIGN_SIGNATURE_ANNOTATION))
+            else {
+                continue;
+            };
+            if u64::try_from(layer.size).unwrap_or(u64::MAX) > MAX_SIGNATURE_PAYLOAD_BYTES {
+                continue;
+            }
+            let payload = self.blob(reference, &sig_ref, layer).await?;
+            found.push(SignatureLayer {
+                payload,
+                signature: signature.clone(),
+            });
+        }
+        if found.is_empty() {
+            return Err(missing(format!(
+                "the manifest at tag {tag} holds no {COSIGN_PAYLOAD_MEDIA_TYPE} layer with a signature"
+            )));
+        }
+        Ok(found)
     }
 
     async fn manifest_bytes(
@@ -500,6 +702,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after(&httpdate::fmt_http_date(now + Duration::from_secs(30)), now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after(&httpdate::fmt_http_date(now), now + Duration::from_secs(5)),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
     fn transient_errors_are_retried_and_others_classified() {
         let e = |code| OciDistributionError::ServerError {
             code,
@@ -507,6 +724,7 @@ mod tests {
             message: String::new(),
         };
         assert!(is_transient(&e(429)));
+        assert!(matches!(classify("r", e(503)), Error::Unavailable { .. }));
         assert!(is_transient(&e(503)));
         assert!(!is_transient(&e(404)));
         assert!(matches!(classify("r", e(401)), Error::Auth { .. }));

@@ -19,6 +19,7 @@ fn plain_puller(hosts: &[&str]) -> Puller {
             attempts: 3,
             base_delay: Duration::from_millis(50),
             max_delay: Duration::from_secs(5),
+            max_retry_after: Duration::from_secs(5),
         },
         ..RegistryConfig::default()
     })
@@ -278,7 +279,8 @@ async fn tls_with_custom_ca() {
         .pull(&reference, ArtifactType::Rulesfile, None)
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Registry { .. }), "{err:?}");
+    assert!(matches!(err, Error::Tls { .. }), "{err:?}");
+    assert_eq!(err.reason(), "TLSVerificationFailed");
 }
 
 #[tokio::test]
@@ -312,12 +314,12 @@ async fn traversal_archive_is_refused_and_nothing_written() {
 }
 
 #[tokio::test]
-async fn too_many_requests_then_success() {
+async fn too_many_requests_then_success_honours_retry_after() {
     let registry = Registry::start(RegistryOptions::default());
     push_rules(&registry, "falco/rules:1", b"- rule: one\n").await;
-    // oci-client falls back from a failed manifest HEAD to a GET by itself: fail both, so that
-    // the puller's own retry has to step in.
-    let proxy = Proxy::start(&registry.host, 2, 1).await;
+    // oci-client falls back from a failed manifest HEAD to a GET by itself, and the puller
+    // then asks once more to read `Retry-After`: all three answer 429 with `Retry-After: 1`.
+    let proxy = Proxy::start(&registry.host, 3, 1).await;
     let puller = plain_puller(&[&proxy.host]);
     let got = pulled(
         puller
@@ -335,15 +337,42 @@ async fn too_many_requests_then_success() {
         .into_iter()
         .filter(|s| s.path != "/v2/")
         .collect();
-    assert_eq!((seen[0].status, seen[1].status), (429, 429), "{seen:?}");
-    assert!(seen[2..].iter().all(|s| s.status == 200), "{seen:?}");
     assert_eq!(
-        (seen[2].method.as_str(), &seen[2].path),
+        (seen[0].status, seen[1].status, seen[2].status),
+        (429, 429, 429),
+        "{seen:?}"
+    );
+    assert!(seen[3..].iter().all(|s| s.status == 200), "{seen:?}");
+    assert_eq!(
+        (seen[3].method.as_str(), &seen[3].path),
         ("HEAD", &seen[0].path),
         "the same request is retried: {seen:?}"
     );
+    // The backoff alone would wait about 50 ms; the registry asked for a second.
     assert!(
-        seen[2].at.duration_since(seen[1].at) >= Duration::from_millis(25),
-        "no backoff: {seen:?}"
+        seen[3].at.duration_since(seen[2].at) >= Duration::from_millis(950),
+        "Retry-After not honoured: {seen:?}"
     );
+}
+
+#[tokio::test]
+async fn a_long_retry_after_ends_the_pull_and_is_reported() {
+    let registry = Registry::start(RegistryOptions::default());
+    push_rules(&registry, "falco/rules:1", b"- rule: one\n").await;
+    let proxy = Proxy::start(&registry.host, 100, 3600).await;
+    let puller = plain_puller(&[&proxy.host]);
+    let err = puller
+        .pull(
+            &format!("{}/falco/rules:1", proxy.host),
+            ArtifactType::Rulesfile,
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.retry_after(),
+        Some(Duration::from_secs(3600)),
+        "{err:?}"
+    );
+    assert_eq!(err.reason(), "RegistryUnavailable");
 }

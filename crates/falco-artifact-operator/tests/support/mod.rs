@@ -177,6 +177,41 @@ impl Registry {
         digest
     }
 
+    /// Pushes a cosign signature manifest for `digest` of `repo` (tag `sha256-<hex>.sig`):
+    /// one simple-signing layer carrying `signature` (base64) in its annotation.
+    pub async fn push_signature(
+        &self,
+        repo: &str,
+        payload: Vec<u8>,
+        signature: &str,
+        digest: &str,
+    ) {
+        let tag = format!("{}.sig", digest.replace(':', "-"));
+        let reference: Reference = format!("{}/{repo}:{tag}", self.host).parse().unwrap();
+        let auth = match &self.credentials {
+            Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
+            None => RegistryAuth::Anonymous,
+        };
+        let annotations = std::collections::BTreeMap::from([(
+            "dev.cosignproject.cosign/signature".to_owned(),
+            signature.to_owned(),
+        )]);
+        let layers = [ImageLayer::new(
+            payload,
+            "application/vnd.dev.cosign.simplesigning.v1+json".to_owned(),
+            Some(annotations),
+        )];
+        let config = Config::new(
+            b"{}".to_vec(),
+            "application/vnd.oci.image.config.v1+json".to_owned(),
+            None,
+        );
+        self.client()
+            .push(&reference, &layers, config, &auth, None)
+            .await
+            .unwrap();
+    }
+
     async fn manifest_digest(&self, reference: &Reference, auth: &RegistryAuth) -> String {
         self.client()
             .fetch_manifest_digest(reference, auth)

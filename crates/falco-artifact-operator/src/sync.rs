@@ -1,0 +1,607 @@
+//! The controller: watches, sync passes, retries and the startup gate.
+//!
+//! Five watch streams, none cluster-wide: `Rulesfile`, `Plugin`, `Config` and `ConfigMap` in
+//! the Falco namespace, and this node's own `Node` (field selector `metadata.name=<node>`,
+//! metadata only). Every event wakes one *sync pass* over the artifacts selecting this node;
+//! events arriving during a pass coalesce into one more pass. A pass is cheap when nothing
+//! changed: each artifact is skipped unless its input (spec, referenced ConfigMap version)
+//! changed, a retry or a tag re-check is due, or one of its files vanished from disk. The
+//! pass ends by removing the files of artifacts that no longer select this node, rewriting the
+//! aggregated plugins configuration and writing this node's `NodeArtifacts` record if it changed.
+//!
+//! The first pass runs once every watch has listed its objects; when it ends, `/readyz`
+//! turns ready. A failed artifact still counts (as upstream), so an unreachable registry
+//! cannot keep Falco from starting; it is retried with exponential backoff and jitter, never
+//! sooner than a registry's `Retry-After`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use falco_api::{Config, NodeArtifact, NodeArtifactsStatus, Plugin, Rulesfile};
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tokio::sync::Notify;
+
+use crate::cosign::{self, PublicKey};
+use crate::metrics::{FailureLabels, KindLabel, Metrics, PullLabels};
+use crate::oci::{Auth, Limits, PullOutcome, Puller, RegistryConfig, RetryPolicy};
+use crate::reconcile::{self, Artifact, ArtifactKind, OciSource};
+use crate::status::{self, Outcome, Reporter};
+use crate::store::{self, ArtifactKey, Dirs, Kind};
+use crate::{Error, Result};
+
+/// Longest wait between two attempts of a failing artifact.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Wait before retrying a failed status write.
+const STATUS_RETRY: Duration = Duration::from_secs(5);
+
+/// Everything the controller needs besides the client.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This node.
+    pub node_name: String,
+    /// The Falco namespace.
+    pub namespace: String,
+    /// Shared and private directories.
+    pub dirs: Dirs,
+    /// Extra CA certificates for registries.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Registries reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// Re-check interval of tags.
+    pub resync: Option<Duration>,
+    /// Default cosign public key (PEM).
+    pub cosign_key: Option<String>,
+    /// Require a signature on every OCI artifact.
+    pub require_signatures: bool,
+    /// Registry retries.
+    pub retry: RetryPolicy,
+    /// Size limits.
+    pub limits: Limits,
+}
+
+/// The watch caches a pass reads.
+struct Caches {
+    rulesfiles: Store<Rulesfile>,
+    plugins: Store<Plugin>,
+    configs: Store<Config>,
+    config_maps: Store<ConfigMap>,
+    nodes: Store<PartialObjectMeta<Node>>,
+}
+
+/// What the controller remembers about one artifact between passes.
+struct Memo {
+    hash: u64,
+    generation: i64,
+    failures: u32,
+    next_check: Option<Instant>,
+    entry: NodeArtifact,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PullerKey {
+    host: String,
+    plain_http: bool,
+    insecure_skip_verify: bool,
+    auth: Auth,
+}
+
+/// The controller state owned by the sync loop.
+struct Controller {
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    store: store::Store,
+    memos: HashMap<(ArtifactKind, String), Memo>,
+    pullers: HashMap<PullerKey, Arc<Puller>>,
+    verified: HashSet<(String, u64)>,
+    reporter: Reporter,
+}
+
+fn spawn_watch<K, S>(stream: S, notify: Arc<Notify>, what: &'static str)
+where
+    S: Stream<Item = std::result::Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    K: Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => notify.notify_one(),
+                Err(e) => tracing::warn!(watch = what, error = %e, "watch error, retrying"),
+            }
+        }
+    });
+}
+
+fn watch_namespaced<K>(
+    client: &Client,
+    namespace: &str,
+    notify: &Arc<Notify>,
+    what: &'static str,
+) -> Store<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff(),
+    );
+    spawn_watch(stream, notify.clone(), what);
+    reader
+}
+
+/// Runs the controller until `shutdown` completes. `ready` is set after the first full sync.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let notify = Arc::new(Notify::new());
+    let ns = settings.namespace.clone();
+    let caches = Caches {
+        rulesfiles: watch_namespaced(&client, &ns, &notify, "rulesfiles"),
+        plugins: watch_namespaced(&client, &ns, &notify, "plugins"),
+        configs: watch_namespaced(&client, &ns, &notify, "configs"),
+        config_maps: watch_namespaced(&client, &ns, &notify, "configmaps"),
+        nodes: {
+            let (reader, writer) = reflector::store();
+            // Metadata only: labels and uid are all a pass needs from the Node.
+            let api: Api<PartialObjectMeta<Node>> = Api::all(client.clone());
+            let config =
+                watcher::Config::default().fields(&format!("metadata.name={}", settings.node_name));
+            let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+            spawn_watch(stream, notify.clone(), "node");
+            reader
+        },
+    };
+    let store = store::Store::open(settings.dirs.clone())?;
+    let reporter = Reporter::new(Api::namespaced(client.clone(), &ns), &settings.node_name);
+    let mut controller = Controller {
+        client,
+        settings,
+        metrics,
+        store,
+        memos: HashMap::new(),
+        pullers: HashMap::new(),
+        verified: HashSet::new(),
+        reporter,
+    };
+    let mut shutdown = std::pin::pin!(shutdown);
+    let synced = async {
+        for (what, ready) in [
+            ("rulesfiles", caches.rulesfiles.wait_until_ready().await),
+            ("plugins", caches.plugins.wait_until_ready().await),
+            ("configs", caches.configs.wait_until_ready().await),
+            ("configmaps", caches.config_maps.wait_until_ready().await),
+            ("node", caches.nodes.wait_until_ready().await),
+        ] {
+            if ready.is_err() {
+                tracing::error!(watch = what, "watch ended before its first list");
+            }
+        }
+    };
+    tokio::select! {
+        () = synced => {}
+        () = &mut shutdown => return Ok(()),
+    }
+    tracing::info!(node = %controller.settings.node_name, "watches synced, first sync pass");
+    loop {
+        let wake = controller.pass(&caches).await;
+        if !ready.swap(true, Ordering::AcqRel) {
+            controller.metrics.ready.set(1);
+            tracing::info!("first sync done, ready");
+        }
+        let sleep = async {
+            match wake {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = notify.notified() => {}
+            () = sleep => {}
+            () = &mut shutdown => return Ok(()),
+        }
+    }
+}
+
+fn jitter(seed: &str) -> f64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    seed.hash(&mut h);
+    Instant::now().hash(&mut h);
+    0.75 + (h.finish() % 500) as f64 / 1000.0
+}
+
+impl Controller {
+    /// One sync pass; returns when the next one is due without any event.
+    async fn pass(&mut self, caches: &Caches) -> Option<Duration> {
+        self.metrics.passes.inc();
+        let node = caches
+            .nodes
+            .state()
+            .into_iter()
+            .find(|n| n.name_any() == self.settings.node_name);
+        let labels: BTreeMap<String, String> = node
+            .as_ref()
+            .map(|n| n.labels().clone())
+            .unwrap_or_default();
+        let node_uid = node.as_ref().and_then(|n| n.metadata.uid.clone());
+
+        let mut artifacts: Vec<Artifact> = Vec::new();
+        artifacts.extend(live(caches.rulesfiles.state()).map(|r| Artifact::from(&*r)));
+        artifacts.extend(live(caches.plugins.state()).map(|p| Artifact::from(&*p)));
+        artifacts.extend(live(caches.configs.state()).map(|c| Artifact::from(&*c)));
+        artifacts.retain(|a| match crate::selector::matches(a.selector.as_ref(), &labels) {
+            Ok(selected) => selected,
+            Err(e) => {
+                tracing::warn!(kind = a.kind.as_str(), name = %a.name, error = %e, "selector refused; not delivered");
+                false
+            }
+        });
+        artifacts.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+        for kind in ArtifactKind::ALL {
+            let n = artifacts.iter().filter(|a| a.kind == kind).count();
+            self.metrics
+                .selected
+                .get_or_create(&KindLabel {
+                    kind: kind.as_str(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+
+        let now = Instant::now();
+        let mut keep: HashSet<ArtifactKey> = HashSet::new();
+        let mut plugin_entries = Vec::new();
+        let mut entries = Vec::new();
+        let mut wake: Option<Instant> = None;
+        let mut selected_ids = HashSet::new();
+        for artifact in &artifacts {
+            let id = (artifact.kind, artifact.name.clone());
+            selected_ids.insert(id.clone());
+            let config_map = artifact.config_map.as_ref().and_then(|name| {
+                caches
+                    .config_maps
+                    .get(&ObjectRef::new(name).within(&self.settings.namespace))
+            });
+            let hash = reconcile::input_hash(artifact, config_map.as_deref());
+            let plan = reconcile::build(artifact, config_map.as_deref());
+            keep.extend(plan.keys.iter().cloned());
+            let files_vanished = plan
+                .keys
+                .iter()
+                .any(|k| self.store.get(k).is_some_and(|e| !e.path.is_file()));
+            let due = match self.memos.get(&id) {
+                None => true,
+                Some(m) => {
+                    m.hash != hash
+                        || m.generation != artifact.generation
+                        || m.next_check.is_some_and(|t| now >= t)
+                        || files_vanished
+                }
+            };
+            let plugin_entry = plan.plugin_entry.clone();
+            let oci_key = plan.oci.as_ref().map(|(k, _, _)| k.clone());
+            if due {
+                let memo = self.reconcile(artifact, plan, hash).await;
+                self.memos.insert(id.clone(), memo);
+            }
+            let memo = &self.memos[&id];
+            if let Some(t) = memo.next_check {
+                wake = Some(wake.map_or(t, |w| w.min(t)));
+            }
+            entries.push(memo.entry.clone());
+            // A plugin is loaded only once its library is on disk, so that a failed first
+            // pull cannot make Falco refuse to start.
+            if let Some(entry) = plugin_entry
+                && oci_key.is_none_or(|k| self.store.get(&k).is_some())
+            {
+                plugin_entries.push(entry);
+            }
+        }
+        self.memos.retain(|id, _| selected_ids.contains(id));
+
+        match self
+            .store
+            .retain(|k| k.kind == Kind::PluginsConfig || keep.contains(k))
+        {
+            Ok(removed) => {
+                for key in removed {
+                    tracing::info!(kind = ?key.kind, name = %key.name, medium = key.medium.as_str(), "removed: no longer selected");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "removing files no longer needed"),
+        }
+        if let Err(e) = self.store.put_plugins_config(&plugin_entries) {
+            tracing::error!(error = %e, "writing the plugins configuration");
+        }
+
+        let status = NodeArtifactsStatus { artifacts: entries };
+        match node_uid {
+            None => {
+                tracing::warn!(node = %self.settings.node_name, "Node not found: artifacts without selector are delivered, no status record is written")
+            }
+            Some(uid) => {
+                if let Err(e) = self.reporter.report(&uid, &status).await {
+                    tracing::warn!(error = %e, "writing this node's NodeArtifacts record");
+                    let retry = Instant::now() + STATUS_RETRY;
+                    wake = Some(wake.map_or(retry, |w| w.min(retry)));
+                }
+            }
+        }
+        wake.map(|w| w.saturating_duration_since(Instant::now()))
+    }
+
+    /// Apply and status steps of one artifact whose plan was built.
+    async fn reconcile(&mut self, artifact: &Artifact, plan: reconcile::Plan, hash: u64) -> Memo {
+        let kind = artifact.kind.as_str();
+        self.metrics
+            .reconciled
+            .get_or_create(&KindLabel { kind })
+            .inc();
+        let mut outcome = Outcome {
+            generation: artifact.generation,
+            has_refs: artifact.config_map.is_some()
+                || artifact.oci.as_ref().is_some_and(|o| o.secret.is_some()),
+            errors: plan.errors,
+            ..Outcome::default()
+        };
+        for file in &plan.files {
+            if let Err(e) = self
+                .store
+                .put(&file.key, plan.priority, &file.data, 0o600, None)
+            {
+                outcome.errors.push(e);
+            }
+        }
+        if let Some((key, source, artifact_type)) = &plan.oci {
+            match self.oci(key, source, *artifact_type, plan.priority).await {
+                Ok(digest) => outcome.digest = Some(digest),
+                Err(e) => {
+                    outcome.digest = self.store.get(key).and_then(|e| e.source_digest.clone());
+                    outcome.errors.push(e);
+                }
+            }
+        }
+        for key in &plan.keys {
+            if let Some(entry) = self.store.get(key) {
+                outcome.files.push(entry.path.display().to_string());
+            }
+        }
+        for e in &outcome.errors {
+            self.metrics
+                .failures
+                .get_or_create(&FailureLabels {
+                    kind,
+                    reason: e.reason(),
+                })
+                .inc();
+            tracing::warn!(kind, name = %artifact.name, reason = e.reason(), error = %e, "artifact source failed");
+        }
+        let id = (artifact.kind, artifact.name.clone());
+        let previous = self.memos.get(&id);
+        let entry = status::entry(
+            artifact.kind,
+            &artifact.name,
+            &outcome,
+            previous.map(|m| &m.entry),
+        );
+        let failures = if outcome.errors.is_empty() {
+            0
+        } else {
+            previous.map_or(0, |m| m.failures).saturating_add(1)
+        };
+        let next_check = if outcome.errors.is_empty() {
+            artifact
+                .oci
+                .as_ref()
+                .filter(|o| !o.pinned)
+                .and(self.settings.resync)
+                .map(|d| Instant::now() + d.mul_f64(jitter(&artifact.name)))
+        } else {
+            let backoff = Duration::from_secs(1u64 << failures.min(9).saturating_sub(1))
+                .min(MAX_BACKOFF)
+                .mul_f64(jitter(&artifact.name));
+            let asked = outcome
+                .errors
+                .iter()
+                .filter_map(Error::retry_after)
+                .max()
+                .unwrap_or_default();
+            Some(Instant::now() + backoff.max(asked))
+        };
+        Memo {
+            hash,
+            generation: artifact.generation,
+            failures,
+            next_check,
+            entry,
+        }
+    }
+
+    /// Brings the OCI file of an artifact up to date; returns the installed digest.
+    async fn oci(
+        &mut self,
+        key: &ArtifactKey,
+        source: &OciSource,
+        artifact_type: crate::oci::ArtifactType,
+        priority: u8,
+    ) -> Result<String> {
+        let verify_with = self.signature_key(source)?;
+        let auth = self.auth(source).await?;
+        let puller = self.puller(source, auth)?;
+        let installed = self.store.installed_digest(key).map(str::to_owned);
+        let started = Instant::now();
+        let outcome = puller
+            .pull(&source.reference, artifact_type, installed.as_deref())
+            .await;
+        let (digest, pulled) = match outcome? {
+            PullOutcome::Unchanged { digest } => (digest, None),
+            PullOutcome::Pulled(p) => (p.digest.clone(), Some(p)),
+        };
+        if let Some((pem, key_id)) = &verify_with
+            && !self.verified.contains(&(digest.clone(), *key_id))
+        {
+            let public = PublicKey::from_pem(pem)?;
+            let signatures = puller.signatures(&source.reference, &digest).await?;
+            cosign::verify(&public, &source.reference, &digest, &signatures)?;
+            self.verified.insert((digest.clone(), *key_id));
+        }
+        self.metrics
+            .pull_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .pulls
+            .get_or_create(&PullLabels {
+                outcome: if pulled.is_some() {
+                    "pulled"
+                } else {
+                    "unchanged"
+                },
+            })
+            .inc();
+        match pulled {
+            Some(p) => {
+                let mode = if key.kind == Kind::PluginBinary {
+                    0o755
+                } else {
+                    (p.file.mode & 0o777) | 0o400
+                };
+                self.store
+                    .put(key, priority, &p.file.data, mode, Some(&p.digest))?;
+            }
+            None => {
+                // Same content; a new priority only renames the file.
+                if let Some(entry) = self.store.get(key).cloned()
+                    && entry.priority != priority
+                    && key.kind != Kind::PluginBinary
+                {
+                    let data = std::fs::read(&entry.path)
+                        .map_err(crate::io_err("read for new priority", &entry.path))?;
+                    self.store.put(key, priority, &data, 0o644, Some(&digest))?;
+                }
+            }
+        }
+        Ok(digest)
+    }
+
+    /// The key a signature must verify with, and its fingerprint; `None` when not required.
+    fn signature_key(&self, source: &OciSource) -> Result<Option<(String, u64)>> {
+        let pem = match (&source.cosign_key, &self.settings.cosign_key) {
+            (Some(pem), _) => pem.clone(),
+            (None, Some(pem)) if self.settings.require_signatures => pem.clone(),
+            (None, None) if self.settings.require_signatures => {
+                return Err(Error::Invalid {
+                    what: "signature policy",
+                    reason: "signatures are required (--require-signatures) but neither the CR's verify.cosign.publicKey nor --cosign-public-key gives a key".into(),
+                });
+            }
+            _ => return Ok(None),
+        };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        pem.hash(&mut h);
+        Ok(Some((pem, h.finish())))
+    }
+
+    /// Registry credentials from the Secret the artifact names, read by name (no Secret cache).
+    async fn auth(&self, source: &OciSource) -> Result<Auth> {
+        let Some(name) = &source.secret else {
+            return Ok(Auth::Anonymous);
+        };
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+        let secret = api
+            .get_opt(name)
+            .await
+            .map_err(|source| Error::Kube {
+                step: "get Secret",
+                source,
+            })?
+            .ok_or_else(|| Error::Reference {
+                kind: "Secret",
+                name: name.clone(),
+                detail: "not found in the artifact's namespace".into(),
+                missing_key: false,
+            })?;
+        let field = |key: &str| {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+                .or_else(|| {
+                    secret
+                        .string_data
+                        .as_ref()
+                        .and_then(|d| d.get(key).cloned())
+                })
+                .filter(|v| !v.is_empty())
+        };
+        match (
+            field(falco_api::common::SECRET_USERNAME_KEY),
+            field(falco_api::common::SECRET_PASSWORD_KEY),
+        ) {
+            (Some(username), Some(password)) => Ok(Auth::Basic { username, password }),
+            (None, Some(token)) => Ok(Auth::Bearer(token)),
+            _ => Err(Error::Reference {
+                kind: "Secret",
+                name: name.clone(),
+                detail: "needs key \"password\" (a token) and, for basic auth, \"username\"".into(),
+                missing_key: true,
+            }),
+        }
+    }
+
+    fn puller(&mut self, source: &OciSource, auth: Auth) -> Result<Arc<Puller>> {
+        let key = PullerKey {
+            host: source.host.clone(),
+            plain_http: source.plain_http,
+            insecure_skip_verify: source.insecure_skip_verify,
+            auth,
+        };
+        if let Some(p) = self.pullers.get(&key) {
+            return Ok(p.clone());
+        }
+        let mut insecure_registries = self.settings.insecure_registries.clone();
+        if source.plain_http {
+            insecure_registries.push(source.host.clone());
+        }
+        let puller = Arc::new(Puller::new(RegistryConfig {
+            auth: key.auth.clone(),
+            ca_pem: self.settings.ca_pem.clone(),
+            insecure_registries,
+            accept_invalid_certificates: source.insecure_skip_verify,
+            limits: self.settings.limits,
+            retry: self.settings.retry,
+        })?);
+        // Credentials may rotate: keep the cache small rather than growing with every version.
+        if self.pullers.len() >= 64 {
+            self.pullers.clear();
+        }
+        self.pullers.insert(key, puller.clone());
+        Ok(puller)
+    }
+}
+
+/// Objects not being deleted: a CR with a deletion timestamp is treated as gone.
+fn live<K: kube::Resource>(objects: Vec<Arc<K>>) -> impl Iterator<Item = Arc<K>> {
+    objects
+        .into_iter()
+        .filter(|o| o.meta().deletion_timestamp.is_none())
+}

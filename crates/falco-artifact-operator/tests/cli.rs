@@ -1,0 +1,53 @@
+//! The CLI's `--help` is part of its interface (the instance operator and the demo start this
+//! binary with flags and env): pinned against committed snapshots.
+//! After an intended change, regenerate them with
+//! `UPDATE_SNAPSHOTS=1 cargo test -p falco-artifact-operator --test cli`.
+
+use std::path::Path;
+use std::process::Command;
+
+fn assert_help(args: &[&str], snapshot: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_falco-artifact-operator"))
+        .args(args)
+        .env_clear()
+        .output()
+        .expect("run falco-artifact-operator");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let help = String::from_utf8(out.stdout).expect("utf-8");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(snapshot);
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &help).expect("write snapshot");
+    }
+    let pinned = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        help,
+        pinned,
+        "`{}` changed; see {}",
+        args.join(" "),
+        path.display()
+    );
+}
+
+#[test]
+fn help_is_pinned() {
+    assert_help(&["--help"], "help.txt");
+    assert_help(&["run", "--help"], "run-help.txt");
+}
+
+#[test]
+fn run_without_a_node_name_is_one_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_falco-artifact-operator"))
+        .args(["run", "--namespace", "falco"])
+        .env_clear()
+        .output()
+        .expect("run falco-artifact-operator");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--node-name <NODE_NAME>"), "{stderr}");
+}

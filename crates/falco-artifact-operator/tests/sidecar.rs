@@ -1,0 +1,898 @@
+//! The `run` binary against the harness's real kube-apiserver and a real OCI registry: each
+//! sidecar is a process with its own `NODE_NAME` and directories (a simulated node).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use falco_api::{Config, NodeArtifact, NodeArtifacts, Plugin, Rulesfile};
+use falco_artifact_operator::oci::{
+    PLUGIN_CONFIG_MEDIA_TYPE, PLUGIN_LAYER_MEDIA_TYPE, RULESFILE_CONFIG_MEDIA_TYPE,
+    RULESFILE_LAYER_MEDIA_TYPE,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use p256::ecdsa::signature::Signer;
+use serde_json::json;
+use support::{Registry, RegistryOptions, tar_gz, traversal_tar_gz};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Polls `check` until it returns `Some`, failing after [`DEADLINE`] with `what`.
+async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A sidecar process for one simulated node.
+struct Sidecar {
+    child: Child,
+    root: tempfile::TempDir,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Sidecar {
+    fn start(namespace: &str, node: &str, extra: &[&str]) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        Self::start_in(root, namespace, node, extra)
+    }
+
+    fn start_in(root: tempfile::TempDir, namespace: &str, node: &str, extra: &[&str]) -> Self {
+        let cp = falco_testenv::shared();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = root.path().join("sidecar.log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_falco-artifact-operator"))
+            .arg("run")
+            .args(extra)
+            .env("KUBECONFIG", cp.kubeconfig_path())
+            .env("NODE_NAME", node)
+            .env("POD_NAMESPACE", namespace)
+            .env("FALCO_RULES_DIR", root.path().join("rules.d"))
+            .env("FALCO_CONFIG_DIR", root.path().join("config.d"))
+            .env("FALCO_PLUGINS_DIR", root.path().join("plugins"))
+            .env("PROBE_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            root,
+            port,
+            log,
+        }
+    }
+
+    fn dir(&self, sub: &str) -> PathBuf {
+        self.root.path().join(sub)
+    }
+
+    fn files(&self, sub: &str) -> Vec<String> {
+        files(&self.dir(sub))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let response = reqwest::get(format!("http://127.0.0.1:{}{path}", self.port))
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some((200, _)) = self.get("/readyz").await {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("sidecar exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not ready in time:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the process and hands back its directories.
+    fn stop(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.root, tempfile::tempdir().unwrap())
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+struct Cluster {
+    client: Client,
+    ns: String,
+}
+
+impl Cluster {
+    async fn new(prefix: &str) -> Self {
+        let cp = falco_testenv::shared();
+        let client = cp.client().await.unwrap();
+        let ns = cp.namespace(&client, prefix).await.unwrap();
+        Self { client, ns }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Creates a Node named after the namespace (unique per test) with `labels`.
+    async fn node(&self, suffix: &str, labels: &[(&str, &str)]) -> String {
+        let name = format!("{}-{suffix}", self.ns);
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels.iter().cloned().collect::<BTreeMap<_, _>>()},
+        }))
+        .unwrap();
+        Api::<Node>::all(self.client.clone())
+            .create(&PostParams::default(), &node)
+            .await
+            .unwrap();
+        name
+    }
+
+    async fn label_node(&self, name: &str, labels: serde_json::Value) {
+        Api::<Node>::all(self.client.clone())
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": labels}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn apply<K>(&self, object: serde_json::Value) -> K
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + serde::Serialize,
+    {
+        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+        self.api::<K>()
+            .patch(
+                &name,
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&object),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("apply {name}: {e}"))
+    }
+
+    async fn record(&self, node: &str) -> Option<NodeArtifacts> {
+        self.api::<NodeArtifacts>().get_opt(node).await.unwrap()
+    }
+
+    /// Waits until the node's record shows `name` at its current generation with
+    /// `Programmed` = `status`; returns the entry.
+    async fn wait_programmed(
+        &self,
+        node: &str,
+        kind: &str,
+        name: &str,
+        status: &str,
+    ) -> NodeArtifact {
+        wait_for(
+            &format!("{kind}/{name} Programmed={status} on {node}"),
+            || async {
+                let record = self.record(node).await?;
+                let entry = record
+                    .status?
+                    .artifacts
+                    .into_iter()
+                    .find(|a| a.kind == kind && a.name == name)?;
+                let generation = match kind {
+                    "Rulesfile" => {
+                        self.api::<Rulesfile>()
+                            .get(name)
+                            .await
+                            .ok()?
+                            .metadata
+                            .generation
+                    }
+                    "Plugin" => {
+                        self.api::<Plugin>()
+                            .get(name)
+                            .await
+                            .ok()?
+                            .metadata
+                            .generation
+                    }
+                    _ => {
+                        self.api::<Config>()
+                            .get(name)
+                            .await
+                            .ok()?
+                            .metadata
+                            .generation
+                    }
+                }?;
+                let programmed = entry.conditions.iter().find(|c| c.type_ == "Programmed")?;
+                (entry.observed_generation == generation && programmed.status == status)
+                    .then_some(entry)
+            },
+        )
+        .await
+    }
+}
+
+impl Cluster {
+    /// Waits until the node reports `Programmed=False` with `reason` for Rulesfile `name`.
+    async fn wait_reason(&self, node: &str, name: &str, reason: &str) -> NodeArtifact {
+        wait_for(
+            &format!("Rulesfile/{name} reason {reason} on {node}"),
+            || async {
+                let entry = self
+                    .record(node)
+                    .await?
+                    .status?
+                    .artifacts
+                    .into_iter()
+                    .find(|a| a.kind == "Rulesfile" && a.name == name)?;
+                let programmed = entry.conditions.iter().find(|c| c.type_ == "Programmed")?;
+                (programmed.status == "False" && programmed.reason == reason).then_some(entry)
+            },
+        )
+        .await
+    }
+}
+
+fn rulesfile(name: &str, spec: serde_json::Value) -> serde_json::Value {
+    json!({
+        "apiVersion": "artifact.falcosecurity.dev/v1alpha1",
+        "kind": "Rulesfile",
+        "metadata": {"name": name},
+        "spec": spec,
+    })
+}
+
+fn oci(registry: &Registry, repo: &str, tag: &str) -> serde_json::Value {
+    json!({"image": {"repository": repo, "tag": tag}, "registry": {"name": registry.host, "plainHTTP": true}})
+}
+
+async fn push_rules(registry: &Registry, repo_tag: &str, content: &[u8]) -> String {
+    registry
+        .push(
+            repo_tag,
+            RULESFILE_CONFIG_MEDIA_TYPE,
+            RULESFILE_LAYER_MEDIA_TYPE,
+            tar_gz("falco_rules.yaml", content),
+        )
+        .await
+}
+
+fn read(path: PathBuf) -> String {
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[tokio::test]
+async fn every_source_priority_order_updates_and_removal() {
+    let cluster = Cluster::new("sources").await;
+    let registry = Registry::start(RegistryOptions::default());
+    push_rules(&registry, "falco/rules:1", b"- rule: from-oci\n").await;
+    registry
+        .push(
+            "falco/json:1",
+            PLUGIN_CONFIG_MEDIA_TYPE,
+            PLUGIN_LAYER_MEDIA_TYPE,
+            tar_gz("libjson.so", b"\x7fELF-json"),
+        )
+        .await;
+    let node = cluster.node("n", &[]).await;
+    let cms: Api<ConfigMap> = cluster.api();
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": "rules-cm"}, "data": {"rules.yaml": "- rule: from-cm\n"}}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "config-cm"}, "data": {"config.yaml": "log_level: debug\n"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    cluster
+        .apply::<Rulesfile>(rulesfile(
+            "r",
+            json!({
+                "priority": 10,
+                "ociArtifact": oci(&registry, "falco/rules", "1"),
+                "configMapRef": {"name": "rules-cm"},
+                "inlineRules": [{"macro": "m", "condition": "evt.num > 0"}],
+            }),
+        ))
+        .await;
+    cluster
+        .apply::<Config>(json!({
+            "apiVersion": "artifact.falcosecurity.dev/v1alpha1", "kind": "Config",
+            "metadata": {"name": "c"},
+            "spec": {"priority": 20, "config": {"json_output": true}, "configMapRef": {"name": "config-cm"}},
+        }))
+        .await;
+    cluster
+        .apply::<Plugin>(json!({
+            "apiVersion": "artifact.falcosecurity.dev/v1alpha1", "kind": "Plugin",
+            "metadata": {"name": "json"},
+            "spec": {"ociArtifact": oci(&registry, "falco/json", "1"), "config": {"initConfig": {"sssURL": "x"}}},
+        }))
+        .await;
+
+    // The startup gate: ready only once everything that existed at start is on disk.
+    let mut sidecar = Sidecar::start(&cluster.ns, &node, &[]);
+    sidecar.wait_ready().await;
+    assert_eq!(
+        sidecar.files("rules.d"),
+        [
+            "10-01-r-oci.yaml",
+            "10-02-r-configmap.yaml",
+            "10-03-r-inline.yaml"
+        ]
+    );
+    assert_eq!(
+        sidecar.files("config.d"),
+        [
+            "20-02-c-configmap.yaml",
+            "20-03-c-inline.yaml",
+            "99-03-plugins-config-inline.yaml"
+        ]
+    );
+    assert_eq!(sidecar.files("plugins"), ["json.so"]);
+    assert_eq!(
+        read(sidecar.dir("rules.d/10-01-r-oci.yaml")),
+        "- rule: from-oci\n"
+    );
+    assert_eq!(
+        read(sidecar.dir("rules.d/10-02-r-configmap.yaml")),
+        "- rule: from-cm\n"
+    );
+    assert!(read(sidecar.dir("rules.d/10-03-r-inline.yaml")).contains("macro: m"));
+    assert!(read(sidecar.dir("config.d/20-03-c-inline.yaml")).contains("json_output: true"));
+    assert_eq!(
+        std::fs::read(sidecar.dir("plugins/json.so")).unwrap(),
+        b"\x7fELF-json"
+    );
+    let plugins: serde_yaml::Value = serde_yaml::from_str(&read(
+        sidecar.dir("config.d/99-03-plugins-config-inline.yaml"),
+    ))
+    .unwrap();
+    assert_eq!(plugins["load_plugins"][0], "json");
+    assert_eq!(
+        plugins["plugins"][0]["library_path"],
+        "/usr/share/falco/plugins/json.so"
+    );
+    assert_eq!(plugins["plugins"][0]["init_config"]["sssURL"], "x");
+    for (kind, name) in [("Rulesfile", "r"), ("Config", "c"), ("Plugin", "json")] {
+        cluster.wait_programmed(&node, kind, name, "True").await;
+    }
+    let entry = cluster
+        .wait_programmed(&node, "Rulesfile", "r", "True")
+        .await;
+    assert!(
+        entry
+            .digest
+            .as_deref()
+            .is_some_and(|d| d.starts_with("sha256:"))
+    );
+    let refs = entry
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ResolvedRefs")
+        .unwrap();
+    assert_eq!(refs.status, "True");
+    // The record is owned by the Node, so the garbage collector removes it with the node.
+    let record = cluster.record(&node).await.unwrap();
+    let owner = &record.metadata.owner_references.as_ref().unwrap()[0];
+    let node_obj = Api::<Node>::all(cluster.client.clone())
+        .get(&node)
+        .await
+        .unwrap();
+    assert_eq!(
+        (owner.kind.as_str(), &owner.uid),
+        ("Node", node_obj.metadata.uid.as_ref().unwrap())
+    );
+    // No per-node data on the shared object: no finalizer was added.
+    let shared = cluster.api::<Rulesfile>().get("r").await.unwrap();
+    assert!(shared.finalizers().is_empty());
+
+    // A priority change renames; a ConfigMap change rewrites.
+    cluster
+        .apply::<Rulesfile>(rulesfile(
+            "r",
+            json!({
+                "priority": 30,
+                "ociArtifact": oci(&registry, "falco/rules", "1"),
+                "configMapRef": {"name": "rules-cm"},
+                "inlineRules": [{"macro": "m", "condition": "evt.num > 0"}],
+            }),
+        ))
+        .await;
+    cms.patch(
+        "rules-cm",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"rules.yaml": "- rule: from-cm-v2\n"}})),
+    )
+    .await
+    .unwrap();
+    wait_for("renamed and rewritten", || async {
+        (sidecar.files("rules.d")
+            == [
+                "30-01-r-oci.yaml",
+                "30-02-r-configmap.yaml",
+                "30-03-r-inline.yaml",
+            ]
+            && std::fs::read_to_string(sidecar.dir("rules.d/30-02-r-configmap.yaml")).ok()?
+                == "- rule: from-cm-v2\n")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        read(sidecar.dir("rules.d/30-01-r-oci.yaml")),
+        "- rule: from-oci\n"
+    );
+
+    // Deletion removes the files; the plugins configuration goes with the last plugin.
+    cluster
+        .api::<Config>()
+        .delete("c", &DeleteParams::default())
+        .await
+        .unwrap();
+    cluster
+        .api::<Plugin>()
+        .delete("json", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("config and plugin removed", || async {
+        (sidecar.files("config.d").is_empty() && sidecar.files("plugins").is_empty()).then_some(())
+    })
+    .await;
+    // Files the sidecar did not write are never touched.
+    std::fs::write(
+        sidecar.dir("rules.d/00-packaged.yaml"),
+        "- rule: packaged\n",
+    )
+    .unwrap();
+    cluster
+        .api::<Rulesfile>()
+        .delete("r", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("rules removed", || async {
+        (sidecar.files("rules.d") == ["00-packaged.yaml"]).then_some(())
+    })
+    .await;
+    let (status, metrics) = sidecar.get("/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(metrics.contains("falco_artifact_ready 1"), "{metrics}");
+    assert!(
+        metrics.contains("falco_artifact_registry_checks_total{outcome=\"pulled\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn two_nodes_selector_match_and_unmatch() {
+    let cluster = Cluster::new("selector").await;
+    let a = cluster.node("a", &[("pool", "a")]).await;
+    let b = cluster.node("b", &[("pool", "b")]).await;
+    cluster
+        .apply::<Rulesfile>(rulesfile(
+            "only-a",
+            json!({"inlineRules": [{"macro": "a", "condition": "evt.num > 0"}], "selector": {"matchLabels": {"pool": "a"}}}),
+        ))
+        .await;
+    cluster
+        .apply::<Rulesfile>(rulesfile(
+            "everywhere",
+            json!({"priority": 5, "inlineRules": [{"macro": "e", "condition": "evt.num > 0"}]}),
+        ))
+        .await;
+    let mut sa = Sidecar::start(&cluster.ns, &a, &[]);
+    let mut sb = Sidecar::start(&cluster.ns, &b, &[]);
+    sa.wait_ready().await;
+    sb.wait_ready().await;
+    assert_eq!(
+        sa.files("rules.d"),
+        ["05-03-everywhere-inline.yaml", "50-03-only-a-inline.yaml"]
+    );
+    assert_eq!(sb.files("rules.d"), ["05-03-everywhere-inline.yaml"]);
+
+    // Relabel: the selector stops matching on a and starts matching on b.
+    cluster.label_node(&a, json!({"pool": "b"})).await;
+    cluster.label_node(&b, json!({"pool": "a"})).await;
+    wait_for("files follow the labels", || async {
+        (sa.files("rules.d") == ["05-03-everywhere-inline.yaml"]
+            && sb.files("rules.d") == ["05-03-everywhere-inline.yaml", "50-03-only-a-inline.yaml"])
+        .then_some(())
+    })
+    .await;
+    // Each node reports only what it holds.
+    wait_for("records follow", || async {
+        let ra = cluster.record(&a).await?.status?;
+        let rb = cluster.record(&b).await?.status?;
+        (ra.artifacts.len() == 1 && rb.artifacts.len() == 2).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn update_by_tag_and_by_digest() {
+    let cluster = Cluster::new("update").await;
+    let registry = Registry::start(RegistryOptions::default());
+    let d1 = push_rules(&registry, "falco/rules:stable", b"- rule: v1\n").await;
+    let node = cluster.node("n", &[]).await;
+    cluster
+        .apply::<Rulesfile>(rulesfile(
+            "r",
+            json!({"ociArtifact": oci(&registry, "falco/rules", "stable")}),
+        ))
+        .await;
+    let mut sidecar = Sidecar::start(&cluster.ns, &node, &["--oci-resync-seconds", "1"]);
+    sidecar.wait_ready().await;
+    let path = sidecar.dir("rules.d/50-01-r-oci.yaml");
+    assert_eq!(read(path.clone()), "- rule: v1\n");
+
+    // The tag moves: the periodic check notices it.
+    let d2 = push_rules(&registry, "falco/rules:stable", b"- rule: v2\n").await;
+    wait_for("tag update", || async {
+        (std::fs::read_to_string(&path).ok()? == "- rule: v2\n").then_some(())
+    })
+    .await;
+    let entry = cluster
+        .wait_programmed(&node, "Rulesfile", "r", "True")
+        .await;
+    assert_eq!(entry.digest.as_deref(), Some(d2.as_str()));
+
+    // Pinning the old digest brings v1 back.
+    cluster
+        .apply::<Rulesfile>(rulesfile(
+            "r",
+            json!({"ociArtifact": oci(&registry, "falco/rules", &d1)}),
+        ))
+        .await;
+    wait_for("digest pin", || async {
+        (std::fs::read_to_string(&path).ok()? == "- rule: v1\n").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn failures_are_reported_and_write_nothing() {
+    let cluster = Cluster::new("failures").await;
+    let registry = Registry::start(RegistryOptions {
+        credentials: Some(("falco".into(), "s3cret".into())),
+        tls: false,
+    });
+    push_rules(&registry, "falco/rules:1", b"- rule: private\n").await;
+    registry
+        .push(
+            "falco/plugin:1",
+            PLUGIN_CONFIG_MEDIA_TYPE,
+            PLUGIN_LAYER_MEDIA_TYPE,
+            tar_gz("x.so", b"x"),
+        )
+        .await;
+    registry
+        .push(
+            "falco/evil:1",
+            RULESFILE_CONFIG_MEDIA_TYPE,
+            RULESFILE_LAYER_MEDIA_TYPE,
+            traversal_tar_gz(),
+        )
+        .await;
+    let node = cluster.node("n", &[]).await;
+    let secrets: Api<Secret> = cluster.api();
+    let secret = |password: &str| -> Secret {
+        serde_json::from_value(json!({"metadata": {"name": "creds"}, "stringData": {"username": "falco", "password": password}})).unwrap()
+    };
+    secrets
+        .create(&PostParams::default(), &secret("wrong"))
+        .await
+        .unwrap();
+    let with_auth = |repo: &str, secret: &str| {
+        json!({"ociArtifact": {"image": {"repository": repo, "tag": "1"},
+            "registry": {"name": registry.host, "plainHTTP": true, "auth": {"secretRef": {"name": secret}}}}})
+    };
+    cluster
+        .apply::<Rulesfile>(rulesfile("auth", with_auth("falco/rules", "creds")))
+        .await;
+    cluster
+        .apply::<Rulesfile>(rulesfile("nosecret", with_auth("falco/rules", "missing")))
+        .await;
+    cluster
+        .apply::<Rulesfile>(rulesfile("media", with_auth("falco/plugin", "creds")))
+        .await;
+    cluster
+        .apply::<Rulesfile>(rulesfile("evil", with_auth("falco/evil", "creds")))
+        .await;
+    cluster
+        .apply::<Rulesfile>(rulesfile("absent", with_auth("falco/absent", "creds")))
+        .await;
+
+    let mut sidecar = Sidecar::start(&cluster.ns, &node, &[]);
+    sidecar.wait_ready().await;
+    cluster
+        .wait_reason(&node, "auth", "AuthenticationFailed")
+        .await;
+    let e = cluster
+        .wait_reason(&node, "nosecret", "SecretNotFound")
+        .await;
+    let refs = e
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ResolvedRefs")
+        .unwrap();
+    assert_eq!(
+        (refs.status.as_str(), refs.reason.as_str()),
+        ("False", "SecretNotFound")
+    );
+    assert!(refs.message.contains("missing"), "{}", refs.message);
+    // Fix the credentials: the next retry succeeds (Secrets are read by name, not watched).
+    secrets
+        .replace("creds", &PostParams::default(), &secret("s3cret"))
+        .await
+        .unwrap();
+    cluster
+        .wait_programmed(&node, "Rulesfile", "auth", "True")
+        .await;
+    cluster.wait_reason(&node, "media", "WrongMediaType").await;
+    cluster.wait_reason(&node, "evil", "InvalidArchive").await;
+    cluster
+        .wait_reason(&node, "absent", "ArtifactNotFound")
+        .await;
+    assert_eq!(sidecar.files("rules.d"), ["50-01-auth-oci.yaml"]);
+    assert!(!sidecar.root.path().join("escaped.yaml").exists());
+    assert!(!sidecar.dir("escaped.yaml").exists());
+}
+
+fn key_pair() -> (p256::ecdsa::SigningKey, String) {
+    use p256::pkcs8::DecodePrivateKey;
+    let generated = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let signing = p256::ecdsa::SigningKey::from_pkcs8_pem(&generated.serialize_pem()).unwrap();
+    (signing, generated.public_key_pem())
+}
+
+async fn sign(registry: &Registry, repo: &str, digest: &str, key: &p256::ecdsa::SigningKey) {
+    let payload = falco_artifact_operator::cosign::simple_signing_payload(
+        &format!("{}/{repo}", registry.host),
+        digest,
+    );
+    let signature: p256::ecdsa::Signature = key.sign(&payload);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes());
+    registry.push_signature(repo, payload, &b64, digest).await;
+}
+
+#[tokio::test]
+async fn signatures_valid_invalid_and_missing() {
+    let cluster = Cluster::new("cosign").await;
+    let registry = Registry::start(RegistryOptions::default());
+    let (key, public_pem) = key_pair();
+    let (stranger, _) = key_pair();
+    let good = push_rules(&registry, "falco/good:1", b"- rule: signed\n").await;
+    sign(&registry, "falco/good", &good, &key).await;
+    let bad = push_rules(&registry, "falco/bad:1", b"- rule: forged\n").await;
+    sign(&registry, "falco/bad", &bad, &stranger).await;
+    push_rules(&registry, "falco/unsigned:1", b"- rule: unsigned\n").await;
+    let node = cluster.node("n", &[]).await;
+    for repo in ["good", "bad", "unsigned"] {
+        cluster
+            .apply::<Rulesfile>(rulesfile(
+                repo,
+                json!({"ociArtifact": oci(&registry, &format!("falco/{repo}"), "1"),
+                       "verify": {"cosign": {"publicKey": public_pem}}}),
+            ))
+            .await;
+    }
+    // A flag policy: every artifact must be signed, even one whose CR does not ask.
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key_file.path(), &public_pem).unwrap();
+    cluster
+        .apply::<Rulesfile>(rulesfile(
+            "policy",
+            json!({"ociArtifact": oci(&registry, "falco/unsigned", "1")}),
+        ))
+        .await;
+    let mut sidecar = Sidecar::start(
+        &cluster.ns,
+        &node,
+        &[
+            "--require-signatures",
+            "--cosign-public-key",
+            key_file.path().to_str().unwrap(),
+        ],
+    );
+    sidecar.wait_ready().await;
+    cluster
+        .wait_programmed(&node, "Rulesfile", "good", "True")
+        .await;
+    for (name, reason) in [
+        ("bad", "SignatureInvalid"),
+        ("unsigned", "SignatureMissing"),
+        ("policy", "SignatureMissing"),
+    ] {
+        cluster.wait_reason(&node, name, reason).await;
+    }
+    assert_eq!(sidecar.files("rules.d"), ["50-01-good-oci.yaml"]);
+}
+
+#[tokio::test]
+async fn restart_keeps_files_and_cleans_what_changed_meanwhile() {
+    let cluster = Cluster::new("restart").await;
+    let node = cluster.node("n", &[]).await;
+    for name in ["keep", "drop"] {
+        cluster
+            .apply::<Rulesfile>(rulesfile(
+                name,
+                json!({"inlineRules": [{"macro": name, "condition": "evt.num > 0"}]}),
+            ))
+            .await;
+    }
+    let mut sidecar = Sidecar::start(&cluster.ns, &node, &[]);
+    sidecar.wait_ready().await;
+    assert_eq!(
+        sidecar.files("rules.d"),
+        ["50-03-drop-inline.yaml", "50-03-keep-inline.yaml"]
+    );
+    // Killed (SIGKILL); while it is down one artifact is deleted and one changes priority.
+    let root = sidecar.stop();
+    cluster
+        .api::<Rulesfile>()
+        .delete("drop", &DeleteParams::default())
+        .await
+        .unwrap();
+    cluster
+        .apply::<Rulesfile>(rulesfile(
+            "keep",
+            json!({"priority": 70, "inlineRules": [{"macro": "keep", "condition": "evt.num > 0"}]}),
+        ))
+        .await;
+    let mut sidecar = Sidecar::start_in(root, &cluster.ns, &node, &[]);
+    sidecar.wait_ready().await;
+    assert_eq!(sidecar.files("rules.d"), ["70-03-keep-inline.yaml"]);
+}
+
+#[tokio::test]
+async fn kill_during_a_plugin_write_keeps_a_whole_file() {
+    const SIZE: usize = 32 * 1024 * 1024;
+    let cluster = Cluster::new("kill").await;
+    let registry = Registry::start(RegistryOptions::default());
+    let push = |version: u8| {
+        let registry = &registry;
+        async move {
+            registry
+                .push(
+                    "falco/big:1",
+                    PLUGIN_CONFIG_MEDIA_TYPE,
+                    PLUGIN_LAYER_MEDIA_TYPE,
+                    tar_gz("libbig.so", &vec![version; SIZE]),
+                )
+                .await
+        }
+    };
+    push(1).await;
+    let node = cluster.node("n", &[]).await;
+    cluster
+        .apply::<Plugin>(json!({
+            "apiVersion": "artifact.falcosecurity.dev/v1alpha1", "kind": "Plugin",
+            "metadata": {"name": "big"},
+            "spec": {"ociArtifact": oci(&registry, "falco/big", "1")},
+        }))
+        .await;
+    let args = ["--oci-resync-seconds", "1"];
+    let mut sidecar = Sidecar::start(&cluster.ns, &node, &args);
+    sidecar.wait_ready().await;
+    let path = sidecar.dir("plugins/big.so");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), SIZE as u64);
+
+    // A new version: SIGKILL the sidecar while it writes the temporary file.
+    push(2).await;
+    let plugins = sidecar.dir("plugins");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let writing = std::fs::read_dir(&plugins)
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(falco_artifact_operator::store::TEMP_PREFIX)
+                    && e.metadata().is_ok_and(|m| m.len() > 0)
+            });
+        if writing {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never saw the write:\n{}",
+            sidecar.log()
+        );
+        tokio::task::yield_now().await;
+    }
+    let root = sidecar.stop();
+    let data = std::fs::read(root.path().join("plugins/big.so")).unwrap();
+    assert_eq!(data.len(), SIZE, "half a file");
+    assert!(data.iter().all(|b| *b == data[0]), "mixed versions");
+
+    // The restarted sidecar removes the debris and finishes the update.
+    let sidecar = Sidecar::start_in(root, &cluster.ns, &node, &args);
+    wait_for("the new version", || async {
+        let data = std::fs::read(sidecar.dir("plugins/big.so")).ok()?;
+        (data.len() == SIZE && data.iter().all(|b| *b == 2)).then_some(())
+    })
+    .await;
+    assert_eq!(sidecar.files("plugins"), ["big.so"]);
+    let debris = std::fs::read_dir(sidecar.dir("plugins"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(falco_artifact_operator::store::TEMP_PREFIX)
+        })
+        .count();
+    assert_eq!(debris, 0);
+}
