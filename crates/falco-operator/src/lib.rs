@@ -65,16 +65,18 @@
 //! |---|---|---|---|
 //! | `instance.falcosecurity.dev` | `falcos`, `components` | get, list, watch, patch, update | watch the CRs; add/remove their finalizer (JSON Patch) |
 //! | `instance.falcosecurity.dev` | `falcos/status`, `components/status` | get, patch, update | status (Server-Side Apply) |
-//! | `artifact.falcosecurity.dev` | `rulesfiles`, `plugins`, `configs` | get, list, watch, update, patch | watch their references; **granted** to the sidecar's Role |
-//! | `artifact.falcosecurity.dev` | `rulesfiles/status`, `plugins/status`, `configs/status` | get, update, patch | **granted** to the sidecar's Role |
+//! | `artifact.falcosecurity.dev` | `rulesfiles`, `plugins`, `configs` | get, list, watch | watch their references and aggregate their status; **granted** (read) to the sidecar's Role |
+//! | `artifact.falcosecurity.dev` | `rulesfiles/status`, `plugins/status`, `configs/status` | get, patch | the aggregated status ([`aggregate`]), written by this operator alone |
+//! | `artifact.falcosecurity.dev` | `nodeartifacts` | get, list, watch, create, patch | watched for the aggregation; get/create/patch **granted** to the sidecar (its own node's record) |
+//! | `artifact.falcosecurity.dev` | `nodeartifacts/status` | get, patch | **granted** to the sidecar |
 //! | core | `serviceaccounts`, `services`, `configmaps` | get, list, watch, create, update, patch, delete | children; in-use finalizer on ConfigMaps |
-//! | core | `secrets` | get, list, watch, patch | in-use finalizer (GET by name, JSON Patch); list/watch only because the sidecar's Role **grants** them |
+//! | core | `secrets` | get, patch | in-use finalizer (GET by name, JSON Patch); get **granted** to the sidecar (registry credentials by name). Never listed or watched |
 //! | core | `endpoints`, `nodes`, `namespaces`, `pods`, `replicationcontrollers` | get, list, watch | **granted** (Falco, falcosidekick and metacollector RBAC) |
 //! | `apps` | `daemonsets`, `deployments` | get, list, watch, create, update, patch, delete | workloads |
 //! | `apps` | `replicasets` | get, list, watch | **granted** (metacollector) |
 //! | `discovery.k8s.io` | `endpointslices` | get, list, watch | **granted** (metacollector) |
 //! | `rbac.authorization.k8s.io` | `roles`, `rolebindings`, `clusterroles`, `clusterrolebindings` | get, list, watch, create, update, patch, delete | children |
-//! | `events.k8s.io` | `events` | create, patch | Events; **granted** to the sidecar |
+//! | `events.k8s.io` | `events` | create, patch | Events |
 //! | `coordination.k8s.io` | `leases` | get, list, watch, create, update, patch | leader election |
 //!
 //! **Escalation.** Kubernetes lets a subject create a Role granting a permission only if it holds
@@ -122,6 +124,7 @@
 //! - **A `falco.yaml` overlay per instance** (`spec.config`) is deep-merged into the generated
 //!   ConfigMap; upstream needed a Config CR for any per-instance setting.
 
+pub mod aggregate;
 pub mod apply;
 pub mod availability;
 pub mod cache;

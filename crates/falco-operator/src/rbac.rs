@@ -35,18 +35,20 @@ pub fn operator_rules() -> Vec<PolicyRule> {
             &["falcos/status", "components/status"],
             &["get", "patch", "update"],
         ),
-        rule(
-            artifact,
-            &["rulesfiles", "plugins", "configs"],
-            &["get", "list", "watch", "update", "patch"],
-        ),
+        rule(artifact, &["rulesfiles", "plugins", "configs"], &read),
         rule(
             artifact,
             &["rulesfiles/status", "plugins/status", "configs/status"],
-            &["get", "update", "patch"],
+            &["get", "patch"],
         ),
+        rule(
+            artifact,
+            &["nodeartifacts"],
+            &["get", "list", "watch", "create", "patch"],
+        ),
+        rule(artifact, &["nodeartifacts/status"], &["get", "patch"]),
         rule("", &["serviceaccounts", "services", "configmaps"], &manage),
-        rule("", &["secrets"], &["get", "list", "watch", "patch"]),
+        rule("", &["secrets"], &["get", "patch"]),
         rule(
             "",
             &[

@@ -193,6 +193,12 @@ pub fn start(client: Client, metrics: Arc<Metrics>, config: RunConfig) -> Runnin
         ),
     );
     let refs_worker = refs.run(client.clone(), refs_rx);
+    let aggregation = crate::aggregate::run(
+        client.clone(),
+        config.namespace.clone(),
+        metrics.clone(),
+        Duration::from_millis(200),
+    );
     let readiness = async move {
         caches.wait_until_ready().await;
         let _ = ready_tx.send(true);
@@ -211,6 +217,7 @@ pub fn start(client: Client, metrics: Arc<Metrics>, config: RunConfig) -> Runnin
         tokio::select! {
             _ = futures::future::join(falco_ctrl, component_ctrl) => {}
             _ = background => {}
+            () = aggregation => {}
         }
     });
 

@@ -214,23 +214,21 @@ pub fn build(falco: &Falco, operator: &OperatorConfig) -> Result<FalcoChildren> 
     })
 }
 
-/// Rules of the namespaced Role: what the artifact-operator sidecar reads and writes.
+/// Rules of the namespaced Role: what the artifact-operator sidecar reads and writes. It only
+/// reads the shared artifacts (their status is written by this operator alone, aggregated from
+/// the per-node records), reads Secrets by name, and writes its own node's `NodeArtifacts`.
 fn role_rules() -> Vec<PolicyRule> {
     let artifact = falco_api::ARTIFACT_GROUP;
     vec![
         rule(&[""], &["configmaps"], &["get", "list", "watch"]),
-        rule(&[""], &["secrets"], &["get", "list", "watch"]),
-        rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
+        rule(&[""], &["secrets"], &["get"]),
         rule(
             &[artifact],
             &["configs", "rulesfiles", "plugins"],
-            &["get", "list", "watch", "update", "patch"],
+            &["get", "list", "watch"],
         ),
-        rule(
-            &[artifact],
-            &["configs/status", "rulesfiles/status", "plugins/status"],
-            &["get", "update", "patch"],
-        ),
+        rule(&[artifact], &["nodeartifacts"], &["get", "create", "patch"]),
+        rule(&[artifact], &["nodeartifacts/status"], &["get", "patch"]),
     ]
 }
 

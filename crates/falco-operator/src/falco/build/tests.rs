@@ -537,12 +537,13 @@ fn rbac_rules_and_bindings() {
         json_of(&c.role.rules),
         json!([
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
             {"apiGroups": ["artifact.falcosecurity.dev"], "resources": ["configs", "rulesfiles", "plugins"],
-             "verbs": ["get", "list", "watch", "update", "patch"]},
-            {"apiGroups": ["artifact.falcosecurity.dev"],
-             "resources": ["configs/status", "rulesfiles/status", "plugins/status"], "verbs": ["get", "update", "patch"]}
+             "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["artifact.falcosecurity.dev"], "resources": ["nodeartifacts"],
+             "verbs": ["get", "create", "patch"]},
+            {"apiGroups": ["artifact.falcosecurity.dev"], "resources": ["nodeartifacts/status"],
+             "verbs": ["get", "patch"]}
         ])
     );
     let subjects = json!([{"kind": "ServiceAccount", "name": "falco", "namespace": "ns-a"}]);
