@@ -164,6 +164,43 @@ fn default_values_render_a_least_privilege_operator() {
     assert_eq!(binding["subjects"][0]["namespace"], "ops");
 }
 
+/// The chart grants exactly the operator's rules (`falco_operator::rbac::operator_rules`, what
+/// the controllers use and grant), split into cluster-wide, namespaced and leader-election parts:
+/// nothing more, nothing less.
+#[test]
+fn chart_rbac_is_exactly_the_operators_rules() {
+    use std::collections::BTreeSet;
+    let docs = documents(&helm_template("fo", "ops", &[]));
+    let mut chart = BTreeSet::new();
+    for (kind, name) in [
+        ("ClusterRole", "fo-falco-operator-cluster"),
+        ("ClusterRole", "fo-falco-operator-namespaced"),
+        ("Role", "fo-falco-operator-leader-election"),
+    ] {
+        for (group, resource, verbs) in rules(find(&docs, kind, name)) {
+            for verb in verbs {
+                chart.insert((group.clone(), resource.clone(), verb));
+            }
+        }
+    }
+    let mut operator = BTreeSet::new();
+    for rule in falco_operator::rbac::operator_rules() {
+        for group in rule.api_groups.unwrap_or_default() {
+            for resource in rule.resources.clone().unwrap_or_default() {
+                for verb in &rule.verbs {
+                    operator.insert((group.clone(), resource.clone(), verb.clone()));
+                }
+            }
+        }
+    }
+    let missing: Vec<_> = operator.difference(&chart).collect();
+    let extra: Vec<_> = chart.difference(&operator).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "the chart's RBAC differs from the operator's rules:\n missing {missing:?}\n extra {extra:?}"
+    );
+}
+
 #[test]
 fn watched_namespace_and_excluded_labels_reach_the_operator() {
     let docs = documents(&helm_template(
