@@ -25,7 +25,8 @@ die() { echo "bench/operator: $*" >&2; exit 1; }
 for tool in go kubectl curl cargo; do command -v "$tool" >/dev/null || die "$tool is not installed"; done
 
 export FALCO_TESTENV_BIN="$(bash "$root/hack/build-testenv.sh" | tail -1)"
-(cd "$root" && cargo build --release -q -p falco-testenv --bin falco-testenv \
+# NO_BUILD=1 uses the release binaries already in target/release.
+[ -n "${NO_BUILD:-}" ] || (cd "$root" && cargo build --release -q -p falco-testenv --bin falco-testenv \
   && cargo build --release -q -p falco-operator --bin falco-operator --example operator-bench)
 testenv="$root/target/release/falco-testenv"
 ours="$root/target/release/falco-operator"
@@ -132,6 +133,8 @@ read -r u_settle u_rss u_hwm u_cpu u_req u_idle u_p50 u_p99 u_hwm2 u_cpu_total <
     "$upstream" --metrics-bind-address 127.0.0.1:18080 --metrics-secure=false \
     --health-probe-bind-address 127.0.0.1:18081)
 
+[ -n "${o_cpu_total:-}" ] || die "the run of falco-operator failed (see above)"
+[ -n "${u_cpu_total:-}" ] || die "the run of upstream's operator failed (see above)"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "—"; else printf "%.2f×", a / b }'; }
 cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 section="$work/section.md"

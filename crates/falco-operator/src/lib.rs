@@ -32,7 +32,7 @@
 //!   `Reconciled=False` with reason `ApplyConfigurationError` and the message, and is not retried
 //!   until it changes.
 //! - **build** is a pure function from the CR and the operator's [`OperatorConfig`] to typed
-//!   k8s-openapi objects, ready for Server-Side Apply: [`falco::build`] returns [`falco::FalcoChildren`],
+//!   k8s-openapi objects, ready for Server-Side Apply: [`falco::build()`] returns [`falco::FalcoChildren`],
 //!   [`component::build`] returns [`component::ComponentChildren`]. No client, no clock, no randomness,
 //!   so every default, every merge rule and every label is unit-tested exactly.
 //! - **apply** sends each child with `Patch::Apply` under one field manager per controller

@@ -1,4 +1,4 @@
-//! The Falco controller's pure steps: [`validate`] and [`build`] (a `Falco` CR to its children).
+//! The Falco controller's pure steps: [`validate`] and [`build()`] (a `Falco` CR to its children).
 
 pub mod build;
 pub mod config;
