@@ -59,6 +59,8 @@ bench: testenv build
 	bash bench/testenv.sh
 	bash bench/driver-loader.sh
 	bash bench/driver-repo.sh
+	bash bench/operator.sh
+	bash bench/artifact-operator.sh
 
 clean:
 	$(CARGO) clean

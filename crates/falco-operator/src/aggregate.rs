@@ -113,7 +113,13 @@ fn api<K: Artifact>(client: &Client, ns: Option<&str>) -> Api<K> {
 /// Watches `K` into a store and pokes `changed` on every event.
 fn watch<K>(api: Api<K>, changed: Arc<Notify>) -> (Store<K>, impl std::future::Future<Output = ()>)
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     let (reader, writer) = reflector::store();
     let stream = watcher(api, watcher::Config::default())
@@ -190,7 +196,8 @@ pub async fn run(client: Client, ns: Option<String>, metrics: Arc<Metrics>, debo
     let (rulesfiles, rulesfiles_watch) = watch(api::<Rulesfile>(&client, ns), changed.clone());
     let (plugins, plugins_watch) = watch(api::<Plugin>(&client, ns), changed.clone());
     let (configs, configs_watch) = watch(api::<Config>(&client, ns), changed.clone());
-    let watches = futures::future::join4(nodes_watch, rulesfiles_watch, plugins_watch, configs_watch);
+    let watches =
+        futures::future::join4(nodes_watch, rulesfiles_watch, plugins_watch, configs_watch);
     let writer = async {
         let _ = nodes.wait_until_ready().await;
         let _ = rulesfiles.wait_until_ready().await;

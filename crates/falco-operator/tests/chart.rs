@@ -315,8 +315,11 @@ impl OperatorProcess {
             Value::from("system:authenticated"),
         ]);
         let kubeconfig_path = dir.path().join("kubeconfig");
-        std::fs::write(&kubeconfig_path, serde_yaml::to_string(&kubeconfig).expect("yaml"))
-            .expect("write kubeconfig");
+        std::fs::write(
+            &kubeconfig_path,
+            serde_yaml::to_string(&kubeconfig).expect("yaml"),
+        )
+        .expect("write kubeconfig");
 
         let deployment = find(docs, "Deployment", &sa);
         let container = &deployment["spec"]["template"]["spec"]["containers"][0];
@@ -416,23 +419,35 @@ async fn every_controller_works_with_exactly_the_charts_permissions() {
     let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
     configmaps
-        .create(&pp, &serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "rules"}, "data": {"rules.yaml": "- list: demo\n  items: []\n"}
-        })).expect("cm"))
+        .create(
+            &pp,
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "rules"}, "data": {"rules.yaml": "- list: demo\n  items: []\n"}
+            }))
+            .expect("cm"),
+        )
         .await
         .expect("create ConfigMap");
     secrets
-        .create(&pp, &serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "registry"}, "stringData": {"username": "u", "password": "p"}
-        })).expect("secret"))
+        .create(
+            &pp,
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "registry"}, "stringData": {"username": "u", "password": "p"}
+            }))
+            .expect("secret"),
+        )
         .await
         .expect("create Secret");
     let rulesfiles: Api<Rulesfile> = Api::namespaced(admin.clone(), &ns);
     rulesfiles
-        .create(&pp, &serde_json::from_value(serde_json::json!({
-            "apiVersion": "artifact.falcosecurity.dev/v1alpha1", "kind": "Rulesfile",
-            "metadata": {"name": "from-configmap"}, "spec": {"configMapRef": {"name": "rules"}}
-        })).expect("rulesfile"))
+        .create(
+            &pp,
+            &serde_json::from_value(serde_json::json!({
+                "apiVersion": "artifact.falcosecurity.dev/v1alpha1", "kind": "Rulesfile",
+                "metadata": {"name": "from-configmap"}, "spec": {"configMapRef": {"name": "rules"}}
+            }))
+            .expect("rulesfile"),
+        )
         .await
         .expect("create Rulesfile");
     Api::<Plugin>::namespaced(admin.clone(), &ns)
@@ -455,8 +470,8 @@ async fn every_controller_works_with_exactly_the_charts_permissions() {
         .expect("create Falco");
     let components: Api<Component> = Api::namespaced(admin.clone(), &ns);
     for (name, kind) in [("meta", "metacollector"), ("sidekick", "falcosidekick")] {
-        let spec = serde_json::from_value(serde_json::json!({"component": {"type": kind}}))
-            .expect("spec");
+        let spec =
+            serde_json::from_value(serde_json::json!({"component": {"type": kind}})).expect("spec");
         components
             .create(&pp, &Component::new(name, spec))
             .await
@@ -464,23 +479,46 @@ async fn every_controller_works_with_exactly_the_charts_permissions() {
     }
 
     let log = || operator.log();
-    wait_for("Falco Reconciled=True under the chart's identity", DEADLINE, || {
-        let falcos = falcos.clone();
-        async move { falcos.get("falco").await.ok().filter(|f| reconciled(f.status.as_ref())) }
-    })
+    wait_for(
+        "Falco Reconciled=True under the chart's identity",
+        DEADLINE,
+        || {
+            let falcos = falcos.clone();
+            async move {
+                falcos
+                    .get("falco")
+                    .await
+                    .ok()
+                    .filter(|f| reconciled(f.status.as_ref()))
+            }
+        },
+    )
     .await;
     for name in ["meta", "sidekick"] {
-        wait_for(&format!("Component {name} Reconciled=True"), DEADLINE, || {
-            let components = components.clone();
-            async move { components.get(name).await.ok().filter(|c| reconciled(c.status.as_ref())) }
-        })
+        wait_for(
+            &format!("Component {name} Reconciled=True"),
+            DEADLINE,
+            || {
+                let components = components.clone();
+                async move {
+                    components
+                        .get(name)
+                        .await
+                        .ok()
+                        .filter(|c| reconciled(c.status.as_ref()))
+                }
+            },
+        )
         .await;
     }
     let daemonsets: Api<DaemonSet> = Api::namespaced(admin.clone(), &ns);
-    assert!(daemonsets.get_opt("falco").await.expect("get").is_some(), "{}", log());
-    let owned = ListParams::default().labels(&format!(
-        "instance.falcosecurity.dev/owner-namespace={ns}"
-    ));
+    assert!(
+        daemonsets.get_opt("falco").await.expect("get").is_some(),
+        "{}",
+        log()
+    );
+    let owned =
+        ListParams::default().labels(&format!("instance.falcosecurity.dev/owner-namespace={ns}"));
     let cluster_roles: Api<ClusterRole> = Api::all(admin.clone());
     wait_for("the instances' ClusterRoles", DEADLINE, || {
         let (cluster_roles, owned) = (cluster_roles.clone(), owned.clone());
@@ -501,7 +539,12 @@ async fn every_controller_works_with_exactly_the_charts_permissions() {
     // Leader election ran under the chart's leader-election Role.
     let leases: Api<Lease> = Api::namespaced(admin.clone(), &ns);
     assert!(
-        !leases.list(&ListParams::default()).await.expect("list").items.is_empty(),
+        !leases
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .is_empty(),
         "no Lease in {ns}: {}",
         log()
     );
@@ -525,14 +568,26 @@ async fn every_controller_works_with_exactly_the_charts_permissions() {
         }
     })
     .await;
-    falcos.delete("falco", &DeleteParams::default()).await.expect("delete Falco");
-    components.delete("meta", &DeleteParams::default()).await.expect("delete Component");
+    falcos
+        .delete("falco", &DeleteParams::default())
+        .await
+        .expect("delete Falco");
+    components
+        .delete("meta", &DeleteParams::default())
+        .await
+        .expect("delete Component");
     wait_for("the instances' cluster RBAC removed", DEADLINE, || {
         let (cluster_roles, owned) = (cluster_roles.clone(), owned.clone());
         async move {
             let left = cluster_roles.list(&owned).await.ok()?.items;
             left.iter()
-                .all(|r| r.metadata.labels.as_ref().and_then(|l| l.get("instance.falcosecurity.dev/owner-name")).is_some_and(|n| n != "falco" && n != "meta"))
+                .all(|r| {
+                    r.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("instance.falcosecurity.dev/owner-name"))
+                        .is_some_and(|n| n != "falco" && n != "meta")
+                })
                 .then_some(())
         }
     })
@@ -545,7 +600,8 @@ async fn every_controller_works_with_exactly_the_charts_permissions() {
         let configmaps = configmaps.clone();
         async move {
             let cm = configmaps.get("rules").await.ok()?;
-            (!has_finalizer(&cm.metadata, "artifact.falcosecurity.dev/configmap-in-use")).then_some(())
+            (!has_finalizer(&cm.metadata, "artifact.falcosecurity.dev/configmap-in-use"))
+                .then_some(())
         }
     })
     .await;
@@ -566,7 +622,12 @@ async fn a_verb_missing_from_the_chart_fails_the_reconcile() {
     let docs = install_chart(&admin, &release, &ns, |docs| {
         let role = docs
             .iter_mut()
-            .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"].as_str().is_some_and(|n| n.ends_with("-namespaced")))
+            .find(|d| {
+                d["kind"] == "ClusterRole"
+                    && d["metadata"]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.ends_with("-namespaced"))
+            })
             .expect("namespaced ClusterRole");
         for rule in role["rules"].as_sequence_mut().expect("rules") {
             if strings(&rule["resources"]).contains(&"daemonsets".to_owned()) {
@@ -583,7 +644,10 @@ async fn a_verb_missing_from_the_chart_fails_the_reconcile() {
     let operator = OperatorProcess::start(&docs, &release, &ns);
     let falcos: Api<Falco> = Api::namespaced(admin.clone(), &ns);
     falcos
-        .create(&PostParams::default(), &falco("falco", serde_json::json!({})))
+        .create(
+            &PostParams::default(),
+            &falco("falco", serde_json::json!({})),
+        )
         .await
         .expect("create Falco");
     // The refusal is counted as an apply error, and the DaemonSet never appears.
@@ -593,7 +657,11 @@ async fn a_verb_missing_from_the_chart_fails_the_reconcile() {
         async move {
             let text = http.get(&url).send().await.ok()?.text().await.ok()?;
             text.lines()
-                .any(|l| l.starts_with("falco_operator_reconcile_errors_total") && l.contains("apply") && !l.ends_with(" 0"))
+                .any(|l| {
+                    l.starts_with("falco_operator_reconcile_errors_total")
+                        && l.contains("apply")
+                        && !l.ends_with(" 0")
+                })
                 .then_some(())
         }
     })

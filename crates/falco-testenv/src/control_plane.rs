@@ -234,7 +234,7 @@ impl ControlPlane {
             // The default reconciler refuses a loopback address for the `kubernetes` Service.
             "--endpoint-reconciler-type=none".to_owned(),
             "--advertise-address=127.0.0.1".to_owned(),
-            "--service-cluster-ip-range=10.0.0.0/24".to_owned(),
+            "--service-cluster-ip-range=10.0.0.0/16".to_owned(),
             "--allow-privileged=true".to_owned(),
             "--disable-admission-plugins=ServiceAccount".to_owned(),
             "--authorization-mode=RBAC".to_owned(),
