@@ -41,7 +41,7 @@ cargo build --locked --target "$target" "${pkgs[@]}" --bins
 
 # 3. Static and runnable.
 for bin in "${bins[@]}"; do
-  path="target/$target/debug/$bin"
+  path="${CARGO_TARGET_DIR:-target}/$target/debug/$bin"
   [ -x "$path" ] || fail "$path was not built"
   if readelf -l "$path" | grep -q 'Requesting program interpreter'; then
     fail "$bin is dynamically linked"

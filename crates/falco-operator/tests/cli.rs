@@ -14,27 +14,12 @@ fn run(args: &[&str]) -> std::process::Output {
 }
 
 fn assert_help(args: &[&str], snapshot: &str) {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let help = String::from_utf8(out.stdout).expect("utf-8");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/snapshots")
-        .join(snapshot);
-    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).expect("dir");
-        std::fs::write(&path, &help).expect("write snapshot");
-    }
-    let pinned = std::fs::read_to_string(&path).unwrap_or_default();
-    assert_eq!(
-        help,
-        pinned,
-        "`falco-operator {}` changed; see {}",
-        args.join(" "),
-        path.display()
+    falco_testenv::snapshot::assert_help_snapshot(
+        Path::new(env!("CARGO_BIN_EXE_falco-operator")),
+        args,
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/snapshots")
+            .join(snapshot),
     );
 }
 

@@ -26,6 +26,7 @@ mod drift;
 mod error;
 pub mod garage;
 pub mod registry;
+pub mod snapshot;
 
 pub use apply::{apply_manifests, read_manifests};
 pub use bins::{Binaries, locate_binaries, locate_helm};

@@ -5,29 +5,12 @@ use std::path::Path;
 use std::process::Command;
 
 fn assert_help(args: &[&str], snapshot: &str) {
-    let out = Command::new(env!("CARGO_BIN_EXE_falco-testenv"))
-        .args(args)
-        .output()
-        .expect("run falco-testenv");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let help = String::from_utf8(out.stdout).expect("utf-8");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/snapshots")
-        .join(snapshot);
-    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-        std::fs::write(&path, &help).expect("write snapshot");
-    }
-    let pinned = std::fs::read_to_string(&path).unwrap_or_default();
-    assert_eq!(
-        help,
-        pinned,
-        "`falco-testenv {}` changed; see {}",
-        args.join(" "),
-        path.display()
+    falco_testenv::snapshot::assert_help_snapshot(
+        Path::new(env!("CARGO_BIN_EXE_falco-testenv")),
+        args,
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/snapshots")
+            .join(snapshot),
     );
 }
 
