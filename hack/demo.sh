@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 dir="$(realpath -m "${1:-.demo}")"
 mkdir -p "$dir"
-bin=target/debug
+bin="${CARGO_TARGET_DIR:-target}/debug"
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 pids=()
