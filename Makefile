@@ -53,7 +53,8 @@ check-images:
 build:
 	$(CARGO) build --workspace --bins
 
-## bench: speed and memory figures, written to docs/benchmarks.md.
+## bench: speed and memory figures, written to docs/benchmarks.md (reference tools: nginx-light,
+## wrk, hyperfine from apt as .ci/run installs them, and kubectl; oras and upstream's operator from the Go proxy).
 bench: testenv build
 	$(CARGO) build --release --workspace --bins
 	bash bench/testenv.sh
