@@ -3,17 +3,17 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEMO_DIR ?= .demo
 
-.PHONY: demo test lint fmt clippy crds testenv garage helm check-images bench build clean
+.PHONY: deps demo test lint fmt clippy crds testenv garage helm check-images bench build clean
 
 ## demo: the whole story on one machine (control plane, registry, operator, two simulated nodes,
 ## driver repository and loader); Ctrl-C stops everything.
-demo: testenv
+demo: deps testenv
 	$(CARGO) build -q -p falco-testenv -p falco-operator -p falco-artifact-operator -p falco-driver-repo -p falco-driver-loader --bins
 	@bash hack/demo.sh "$(DEMO_DIR)"
 
 ## test: every test of the workspace, against a real kube-apiserver + etcd (and the other real
 ## servers the crates need), all started on loopback by the tests themselves.
-test: testenv garage helm
+test: deps testenv garage helm
 	FALCO_TESTENV_BIN="$$(bash hack/build-testenv.sh)" \
 	FALCO_GARAGE_BIN="$$(bash hack/build-garage.sh)/garage" \
 	FALCO_HELM_BIN="$$(bash hack/build-helm.sh)/helm" \
@@ -33,6 +33,10 @@ crds: helm
 	$(CARGO) run -q -p falco-artifact-operator -- crd --output-dir deploy/crds
 	UPDATE_SNAPSHOTS=1 $(CARGO) test -q -p falco-api --test reference
 	bash hack/render-install.sh
+
+## deps: the Debian packages the demo and the tests need (skipped when installed).
+deps:
+	@bash hack/install-deps.sh
 
 ## testenv: build (once per machine) kube-apiserver and etcd from the Go module proxy.
 testenv:
