@@ -33,17 +33,6 @@ fn pulled(outcome: PullOutcome) -> falco_artifact_operator::oci::PulledArtifact 
     }
 }
 
-async fn push_rules(registry: &Registry, repo_tag: &str, content: &[u8]) -> String {
-    registry
-        .push(
-            repo_tag,
-            RULESFILE_CONFIG_MEDIA_TYPE,
-            RULESFILE_LAYER_MEDIA_TYPE,
-            tar_gz("falco_rules.yaml", content),
-        )
-        .await
-}
-
 fn store_in(root: &std::path::Path) -> Store {
     Store::open(Dirs {
         rules: root.join("rules.d"),
@@ -57,7 +46,7 @@ fn store_in(root: &std::path::Path) -> Store {
 #[tokio::test]
 async fn pull_by_tag_then_unchanged_costs_one_manifest_request() {
     let registry = Registry::start(RegistryOptions::default());
-    let d1 = push_rules(&registry, "falco/rules:1", b"- rule: one\n").await;
+    let d1 = registry.push_rules("falco/rules:1", b"- rule: one\n").await;
     let proxy = Proxy::start(&registry.host, 0, 0).await;
     let puller = plain_puller(&[&proxy.host]);
     let reference = format!("{}/falco/rules:1", proxy.host);
@@ -112,7 +101,7 @@ async fn pull_by_tag_then_unchanged_costs_one_manifest_request() {
     assert!(after[0].path.contains("/manifests/"), "{after:?}");
 
     // The tag moves: the next pull notices and downloads the new content.
-    let d2 = push_rules(&registry, "falco/rules:1", b"- rule: two\n").await;
+    let d2 = registry.push_rules("falco/rules:1", b"- rule: two\n").await;
     assert_ne!(d1, d2);
     let second = pulled(
         puller
@@ -127,8 +116,8 @@ async fn pull_by_tag_then_unchanged_costs_one_manifest_request() {
 #[tokio::test]
 async fn pull_pinned_by_digest() {
     let registry = Registry::start(RegistryOptions::default());
-    let d1 = push_rules(&registry, "falco/rules:1", b"- rule: one\n").await;
-    push_rules(&registry, "falco/rules:1", b"- rule: two\n").await;
+    let d1 = registry.push_rules("falco/rules:1", b"- rule: one\n").await;
+    registry.push_rules("falco/rules:1", b"- rule: two\n").await;
     let puller = plain_puller(&[&registry.host]);
     let reference = format!("{}/falco/rules@{d1}", registry.host);
     let got = pulled(
@@ -212,7 +201,7 @@ async fn auth_failure_is_reported_and_basic_auth_works() {
         credentials: Some(("falco".into(), "s3cret".into())),
         tls: false,
     });
-    push_rules(&registry, "falco/rules:1", b"- rule: one\n").await;
+    registry.push_rules("falco/rules:1", b"- rule: one\n").await;
     let reference = format!("{}/falco/rules:1", registry.host);
     let with = |auth| {
         Puller::new(RegistryConfig {
@@ -252,7 +241,7 @@ async fn tls_with_custom_ca() {
         credentials: None,
         tls: true,
     });
-    push_rules(&registry, "falco/rules:1", b"- rule: tls\n").await;
+    registry.push_rules("falco/rules:1", b"- rule: tls\n").await;
     let reference = format!("{}/falco/rules:1", registry.host);
     let trusted = Puller::new(RegistryConfig {
         ca_pem: registry.ca_pem.clone(),
@@ -316,7 +305,7 @@ async fn traversal_archive_is_refused_and_nothing_written() {
 #[tokio::test]
 async fn too_many_requests_then_success_honours_retry_after() {
     let registry = Registry::start(RegistryOptions::default());
-    push_rules(&registry, "falco/rules:1", b"- rule: one\n").await;
+    registry.push_rules("falco/rules:1", b"- rule: one\n").await;
     // oci-client falls back from a failed manifest HEAD to a GET by itself, and the puller
     // then asks once more to read `Retry-After`: all three answer 429 with `Retry-After: 1`.
     let proxy = Proxy::start(&registry.host, 3, 1).await;
@@ -358,7 +347,7 @@ async fn too_many_requests_then_success_honours_retry_after() {
 #[tokio::test]
 async fn a_long_retry_after_ends_the_pull_and_is_reported() {
     let registry = Registry::start(RegistryOptions::default());
-    push_rules(&registry, "falco/rules:1", b"- rule: one\n").await;
+    registry.push_rules("falco/rules:1", b"- rule: one\n").await;
     let proxy = Proxy::start(&registry.host, 100, 3600).await;
     let puller = plain_puller(&[&proxy.host]);
     let err = puller

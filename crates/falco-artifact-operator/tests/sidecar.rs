@@ -311,17 +311,6 @@ fn oci(registry: &Registry, repo: &str, tag: &str) -> serde_json::Value {
     json!({"image": {"repository": repo, "tag": tag}, "registry": {"name": registry.host, "plainHTTP": true}})
 }
 
-async fn push_rules(registry: &Registry, repo_tag: &str, content: &[u8]) -> String {
-    registry
-        .push(
-            repo_tag,
-            RULESFILE_CONFIG_MEDIA_TYPE,
-            RULESFILE_LAYER_MEDIA_TYPE,
-            tar_gz("falco_rules.yaml", content),
-        )
-        .await
-}
-
 fn read(path: PathBuf) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -330,7 +319,9 @@ fn read(path: PathBuf) -> String {
 async fn every_source_priority_order_updates_and_removal() {
     let cluster = Cluster::new("sources").await;
     let registry = Registry::start(RegistryOptions::default());
-    push_rules(&registry, "falco/rules:1", b"- rule: from-oci\n").await;
+    registry
+        .push_rules("falco/rules:1", b"- rule: from-oci\n")
+        .await;
     registry
         .push(
             "falco/json:1",
@@ -583,7 +574,9 @@ async fn two_nodes_selector_match_and_unmatch() {
 async fn update_by_tag_and_by_digest() {
     let cluster = Cluster::new("update").await;
     let registry = Registry::start(RegistryOptions::default());
-    let d1 = push_rules(&registry, "falco/rules:stable", b"- rule: v1\n").await;
+    let d1 = registry
+        .push_rules("falco/rules:stable", b"- rule: v1\n")
+        .await;
     let node = cluster.node("n", &[]).await;
     cluster
         .apply::<Rulesfile>(rulesfile(
@@ -597,7 +590,9 @@ async fn update_by_tag_and_by_digest() {
     assert_eq!(read(path.clone()), "- rule: v1\n");
 
     // The tag moves: the periodic check notices it.
-    let d2 = push_rules(&registry, "falco/rules:stable", b"- rule: v2\n").await;
+    let d2 = registry
+        .push_rules("falco/rules:stable", b"- rule: v2\n")
+        .await;
     wait_for("tag update", || async {
         (std::fs::read_to_string(&path).ok()? == "- rule: v2\n").then_some(())
     })
@@ -627,7 +622,9 @@ async fn failures_are_reported_and_write_nothing() {
         credentials: Some(("falco".into(), "s3cret".into())),
         tls: false,
     });
-    push_rules(&registry, "falco/rules:1", b"- rule: private\n").await;
+    registry
+        .push_rules("falco/rules:1", b"- rule: private\n")
+        .await;
     registry
         .push(
             "falco/plugin:1",
@@ -732,11 +729,17 @@ async fn signatures_valid_invalid_and_missing() {
     let registry = Registry::start(RegistryOptions::default());
     let (key, public_pem) = key_pair();
     let (stranger, _) = key_pair();
-    let good = push_rules(&registry, "falco/good:1", b"- rule: signed\n").await;
+    let good = registry
+        .push_rules("falco/good:1", b"- rule: signed\n")
+        .await;
     sign(&registry, "falco/good", &good, &key).await;
-    let bad = push_rules(&registry, "falco/bad:1", b"- rule: forged\n").await;
+    let bad = registry
+        .push_rules("falco/bad:1", b"- rule: forged\n")
+        .await;
     sign(&registry, "falco/bad", &bad, &stranger).await;
-    push_rules(&registry, "falco/unsigned:1", b"- rule: unsigned\n").await;
+    registry
+        .push_rules("falco/unsigned:1", b"- rule: unsigned\n")
+        .await;
     let node = cluster.node("n", &[]).await;
     for repo in ["good", "bad", "unsigned"] {
         cluster

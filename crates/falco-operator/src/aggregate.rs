@@ -28,6 +28,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
+use crate::run::api;
 
 /// Field manager of the aggregated status writes.
 pub const FIELD_MANAGER: &str = "falco-operator-artifact-status";
@@ -101,13 +102,6 @@ pub fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
     a.sort();
     b.sort();
     a == b
-}
-
-fn api<K: Artifact>(client: &Client, ns: Option<&str>) -> Api<K> {
-    match ns {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// Watches `K` into a store and pokes `changed` on every event.
@@ -186,13 +180,7 @@ async fn sync_kind<K: Artifact>(
 pub async fn run(client: Client, ns: Option<String>, metrics: Arc<Metrics>, debounce: Duration) {
     let ns = ns.as_deref();
     let changed = Arc::new(Notify::new());
-    let (nodes, nodes_watch) = watch::<NodeArtifacts>(
-        match ns {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        },
-        changed.clone(),
-    );
+    let (nodes, nodes_watch) = watch(api::<NodeArtifacts>(&client, ns), changed.clone());
     let (rulesfiles, rulesfiles_watch) = watch(api::<Rulesfile>(&client, ns), changed.clone());
     let (plugins, plugins_watch) = watch(api::<Plugin>(&client, ns), changed.clone());
     let (configs, configs_watch) = watch(api::<Config>(&client, ns), changed.clone());

@@ -177,6 +177,18 @@ impl Registry {
         digest
     }
 
+    /// Pushes `content` as a Falco rules artifact (one `falco_rules.yaml` in the layer);
+    /// returns the manifest digest.
+    pub async fn push_rules(&self, repo_tag: &str, content: &[u8]) -> String {
+        self.push(
+            repo_tag,
+            falco_artifact_operator::oci::RULESFILE_CONFIG_MEDIA_TYPE,
+            falco_artifact_operator::oci::RULESFILE_LAYER_MEDIA_TYPE,
+            tar_gz("falco_rules.yaml", content),
+        )
+        .await
+    }
+
     /// Pushes a cosign signature manifest for `digest` of `repo` (tag `sha256-<hex>.sig`):
     /// one simple-signing layer carrying `signature` (base64) in its annotation.
     pub async fn push_signature(
