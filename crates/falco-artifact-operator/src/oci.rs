@@ -342,6 +342,48 @@ fn jitter() -> f64 {
     0.5 + f64::from(nanos % 1000) / 1000.0
 }
 
+/// Where distributions keep their trust store as one PEM bundle (Debian, Ubuntu, Alpine and
+/// distroless; RHEL and Fedora).
+const SYSTEM_CA_BUNDLES: [&str; 2] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+];
+
+/// The certificates (DER) of the system trust store's PEM bundle: `SSL_CERT_FILE`, or the
+/// distribution's bundle. `None` when `SSL_CERT_DIR` is set (the TLS library then loads that
+/// directory and the file). Decoded here because the TLS library's PEM reader uses a
+/// constant-time base64 decoder, right for keys and slow for 150 public certificates.
+fn system_ca_bundle() -> Option<Vec<Vec<u8>>> {
+    if std::env::var_os("SSL_CERT_DIR").is_some() {
+        return None;
+    }
+    let pem = match std::env::var_os("SSL_CERT_FILE") {
+        Some(file) => std::fs::read_to_string(file).ok()?,
+        None => SYSTEM_CA_BUNDLES
+            .iter()
+            .find_map(|path| std::fs::read_to_string(path).ok())?,
+    };
+    let certs = pem_certificates(&pem)?;
+    (!certs.is_empty()).then_some(certs)
+}
+
+/// The DER bytes of every `CERTIFICATE` block of `pem`; `None` when one does not decode.
+fn pem_certificates(pem: &str) -> Option<Vec<Vec<u8>>> {
+    use base64::Engine as _;
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut certs = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = rest.find(BEGIN) {
+        let body = &rest[start + BEGIN.len()..];
+        let end = body.find(END)?;
+        let b64: String = body[..end].split_ascii_whitespace().collect();
+        certs.push(base64::engine::general_purpose::STANDARD.decode(b64).ok()?);
+        rest = &body[end + END.len()..];
+    }
+    Some(certs)
+}
+
 impl Puller {
     /// A puller for registries configured by `config`.
     pub fn new(config: RegistryConfig) -> Result<Self> {
@@ -362,16 +404,39 @@ impl Puller {
         } else {
             ClientProtocol::HttpsExcept(config.insecure_registries.clone())
         };
-        let client = Client::new(ClientConfig {
-            protocol,
+        let client_config = |tls_certs_only: Vec<Certificate>| ClientConfig {
+            protocol: protocol.clone(),
             accept_invalid_certificates: config.accept_invalid_certificates,
-            extra_root_certificates,
+            tls_certs_only,
+            extra_root_certificates: extra_root_certificates.clone(),
             user_agent: USER_AGENT,
             connect_timeout: Some(Duration::from_secs(10)),
             read_timeout: Some(Duration::from_secs(60)),
             max_concurrent_download: 1,
             ..ClientConfig::default()
+        };
+        // The system bundle when there is one (one file read); otherwise, or when a
+        // certificate in it is refused, the TLS library's own loading (every file of the
+        // certificate directory, about 9 ms at each process start).
+        let bundled = system_ca_bundle().and_then(|ders| {
+            let certs = ders
+                .into_iter()
+                .map(|data| Certificate {
+                    encoding: CertificateEncoding::Der,
+                    data,
+                })
+                .collect();
+            Client::try_from(client_config(certs))
+                .inspect_err(|e| {
+                    tracing::debug!(error = %e, "the system CA bundle was refused; loading the trust store")
+                })
+                .ok()
         });
+        let client = match bundled {
+            Some(client) => client,
+            None => Client::try_from(client_config(Vec::new()))
+                .map_err(|e| Error::ClientConfig(format!("the registry client: {e}")))?,
+        };
         Ok(Self {
             client,
             probe: std::sync::OnceLock::new(),
@@ -460,13 +525,7 @@ impl Puller {
         kind: ArtifactType,
         installed_digest: Option<&str>,
     ) -> Result<PullOutcome> {
-        let parsed: Reference =
-            reference
-                .parse()
-                .map_err(|e: oci_client::ParseError| Error::Invalid {
-                    what: "OCI reference",
-                    reason: format!("{reference:?}: {e}"),
-                })?;
+        let parsed = parse_reference(reference)?;
         let auth = self.config.auth.to_registry_auth();
         let digest = match parsed.digest() {
             Some(pinned) => pinned.to_owned(),
@@ -508,13 +567,7 @@ impl Puller {
     /// The cosign signatures stored for `digest` of `reference`'s repository, at the tag
     /// `sha256-<hex>.sig`. [`Error::SignatureMissing`] when there is none.
     pub async fn signatures(&self, reference: &str, digest: &str) -> Result<Vec<SignatureLayer>> {
-        let parsed: Reference =
-            reference
-                .parse()
-                .map_err(|e: oci_client::ParseError| Error::Invalid {
-                    what: "OCI reference",
-                    reason: format!("{reference:?}: {e}"),
-                })?;
+        let parsed = parse_reference(reference)?;
         let tag = format!("{}.sig", digest.replace(':', "-"));
         let sig_ref = Reference::with_tag(
             parsed.registry().to_owned(),
@@ -697,9 +750,44 @@ impl tokio::io::AsyncWrite for LimitedWriter {
     }
 }
 
+/// Parses `reference` without `oci-spec`'s regular expression (see [`falco_core::oci`]).
+pub fn parse_reference(reference: &str) -> Result<Reference> {
+    let r = falco_core::oci::parse(reference).map_err(|e| Error::Invalid {
+        what: "OCI reference",
+        reason: format!("{reference:?}: {e}"),
+    })?;
+    Ok(match (r.tag, r.digest) {
+        (Some(tag), Some(digest)) => {
+            Reference::with_tag_and_digest(r.registry, r.repository, tag, digest)
+        }
+        (None, Some(digest)) => Reference::with_digest(r.registry, r.repository, digest),
+        (tag, None) => Reference::with_tag(
+            r.registry,
+            r.repository,
+            tag.unwrap_or_else(|| falco_core::oci::DEFAULT_TAG.to_owned()),
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pem_bundles_decode_to_der() {
+        let pem = "junk\n-----BEGIN CERTIFICATE-----\nAAEC\nAw==\n-----END CERTIFICATE-----\n\
+                   # comment\n-----BEGIN CERTIFICATE-----\n/w==\n-----END CERTIFICATE-----\n";
+        assert_eq!(
+            pem_certificates(pem),
+            Some(vec![vec![0, 1, 2, 3], vec![255]])
+        );
+        assert_eq!(pem_certificates("no certificates"), Some(vec![]));
+        assert_eq!(
+            pem_certificates("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----"),
+            None
+        );
+        assert_eq!(pem_certificates("-----BEGIN CERTIFICATE-----\nAAEC"), None);
+    }
 
     #[test]
     fn retry_after_seconds_and_dates() {
