@@ -2,7 +2,7 @@
 //! segments into the storage, summed by `stats`. See the crate documentation for why a
 //! segment can be neither lost twice nor counted twice.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
@@ -78,9 +78,78 @@ struct Pending {
 
 #[derive(Debug, Default)]
 struct State {
-    counters: HashMap<StatKey, Agg>,
+    counters: hashbrown::HashMap<HotKey, HotAgg>,
     pending: Option<Pending>,
     seq: u64,
+}
+
+/// What the serving path counts under, borrowed from the request: nothing is allocated or hashed
+/// with a key per download, only when a new combination first appears within a flush interval.
+/// Parsing the file name, the day's date, lower-casing and the keyed address hash happen at flush.
+#[derive(Debug, PartialEq, Eq)]
+struct HotKey {
+    /// Days since 1970-01-01 (UTC).
+    day: u32,
+    version: Box<str>,
+    arch: Box<str>,
+    file: Box<str>,
+    client: &'static str,
+    client_version: Box<str>,
+}
+
+/// [`HotKey`] borrowed from a request, for lookups.
+struct HotRef<'a> {
+    day: u32,
+    version: &'a str,
+    arch: &'a str,
+    file: &'a str,
+    client: &'static str,
+    client_version: &'a str,
+}
+
+impl std::hash::Hash for HotKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        HotRef::from(self).hash(state);
+    }
+}
+
+impl std::hash::Hash for HotRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.day, self.version, self.arch, self.file).hash(state);
+        (self.client, self.client_version).hash(state);
+    }
+}
+
+impl<'a> From<&'a HotKey> for HotRef<'a> {
+    fn from(k: &'a HotKey) -> Self {
+        Self {
+            day: k.day,
+            version: &k.version,
+            arch: &k.arch,
+            file: &k.file,
+            client: k.client,
+            client_version: &k.client_version,
+        }
+    }
+}
+
+impl hashbrown::Equivalent<HotKey> for HotRef<'_> {
+    fn equivalent(&self, k: &HotKey) -> bool {
+        self.day == k.day
+            && self.version == &*k.version
+            && self.arch == &*k.arch
+            && self.file == &*k.file
+            && self.client == k.client
+            && self.client_version == &*k.client_version
+    }
+}
+
+/// Downloads and distinct client addresses of one [`HotKey`]. The addresses stay in memory for
+/// one flush interval at most and only their keyed hashes are ever written.
+#[derive(Debug, Default)]
+struct HotAgg {
+    downloads: u64,
+    sources: hashbrown::HashSet<IpAddr>,
 }
 
 /// In-memory download counters of one server process.
@@ -94,8 +163,14 @@ pub struct Recorder {
 
 /// The client family of a User-Agent: a closed set, and a bounded version string.
 pub fn client_family(user_agent: Option<&str>) -> (&'static str, String) {
+    let (family, version) = client_family_ref(user_agent);
+    (family, version.to_ascii_lowercase())
+}
+
+/// [`client_family`] without allocating: the version is a slice of the User-Agent, as sent.
+fn client_family_ref(user_agent: Option<&str>) -> (&'static str, &str) {
     let Some(ua) = user_agent.filter(|ua| !ua.is_empty()) else {
-        return ("none", String::new());
+        return ("none", "");
     };
     const FAMILIES: [(&str, &str); 8] = [
         ("falcoctl", "falcoctl"),
@@ -107,22 +182,29 @@ pub fn client_family(user_agent: Option<&str>) -> (&'static str, String) {
         ("python-requests", "python-requests"),
         ("amazon cloudfront", "cloudfront"),
     ];
-    let lower = ua.to_ascii_lowercase();
     for (needle, family) in FAMILIES {
-        if let Some(at) = lower.find(needle) {
-            let version = lower[at + needle.len()..]
+        let found = ua
+            .as_bytes()
+            .windows(needle.len())
+            .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()));
+        if let Some(at) = found {
+            let version = ua[at + needle.len()..]
                 .strip_prefix('/')
                 .map(|v| {
-                    v.chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'))
+                    let len = v
+                        .bytes()
+                        .take_while(|c| {
+                            c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'+')
+                        })
                         .take(32)
-                        .collect()
+                        .count();
+                    &v[..len]
                 })
                 .unwrap_or_default();
             return (family, version);
         }
     }
-    ("other", String::new())
+    ("other", "")
 }
 
 /// Keyed hash of a client address: 16 hex characters, the address cannot be recovered.
@@ -137,6 +219,21 @@ pub fn source_hash(key: &[u8; 32], addr: &str) -> String {
 /// Today's UTC day.
 pub fn today() -> String {
     chrono::Utc::now().format("%Y-%m-%d").to_string()
+}
+
+/// Today as days since 1970-01-01 (UTC): what the serving path keys on.
+fn day_number() -> u32 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    (secs / 86_400) as u32
+}
+
+/// `YYYY-MM-DD` of a [`day_number`].
+fn day_string(day: u32) -> String {
+    chrono::DateTime::from_timestamp(i64::from(day) * 86_400, 0)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
 }
 
 /// Loads the shared source key from the storage, creating it when absent.
@@ -192,27 +289,72 @@ impl Recorder {
         &self.writer
     }
 
-    /// Counts one download of a driver.
+    /// Counts one download of a driver. This is on every download's path, so it only looks up
+    /// (and rarely inserts) a counter under a lock; see [`HotKey`].
     pub fn record(&self, path: &DriverPath, user_agent: Option<&str>, client: IpAddr) {
-        let Some(name) = parse_driver_name(&path.file) else {
-            return;
+        let (client_family, client_version) = client_family_ref(user_agent);
+        let key = HotRef {
+            day: day_number(),
+            version: &path.version,
+            arch: &path.arch,
+            file: &path.file,
+            client: client_family,
+            client_version,
         };
-        let (family, version) = client_family(user_agent);
-        let key = StatKey {
-            day: today(),
-            version: path.version.clone(),
-            arch: path.arch.clone(),
-            target: name.target,
-            kernelrelease: name.kernelrelease,
-            kernelversion: name.kernelversion,
-            client: family.into(),
-            client_version: version,
-        };
-        let source = source_hash(&self.source_key, &client.to_string());
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let agg = state.counters.entry(key).or_default();
+        let agg = match state.counters.get_mut(&key) {
+            Some(agg) => agg,
+            None => state
+                .counters
+                .entry(HotKey {
+                    day: key.day,
+                    version: key.version.into(),
+                    arch: key.arch.into(),
+                    file: key.file.into(),
+                    client: key.client,
+                    client_version: key.client_version.into(),
+                })
+                .or_default(),
+        };
         agg.downloads += 1;
-        agg.sources.insert(source);
+        agg.sources.insert(client);
+    }
+
+    /// The counters gathered since the last flush as segment rows: file names parsed, days
+    /// formatted, addresses replaced by their keyed hashes.
+    fn rows(&self, counters: hashbrown::HashMap<HotKey, HotAgg>) -> Vec<Row> {
+        let mut merged: BTreeMap<StatKey, Agg> = BTreeMap::new();
+        for (key, agg) in counters {
+            let Some(name) = parse_driver_name(&key.file) else {
+                continue;
+            };
+            let row = merged
+                .entry(StatKey {
+                    day: day_string(key.day),
+                    version: key.version.into(),
+                    arch: key.arch.into(),
+                    target: name.target,
+                    kernelrelease: name.kernelrelease,
+                    kernelversion: name.kernelversion,
+                    client: key.client.into(),
+                    client_version: key.client_version.to_ascii_lowercase(),
+                })
+                .or_default();
+            row.downloads += agg.downloads;
+            row.sources.extend(
+                agg.sources
+                    .iter()
+                    .map(|ip| source_hash(&self.source_key, &ip.to_string())),
+            );
+        }
+        merged
+            .into_iter()
+            .map(|(key, agg)| Row {
+                key,
+                downloads: agg.downloads,
+                sources: agg.sources,
+            })
+            .collect()
     }
 
     /// Writes the pending segment (if a previous write failed) and then the counters
@@ -231,37 +373,30 @@ impl Recorder {
             self.state.lock().unwrap_or_else(|e| e.into_inner()).pending = Some(pending);
             return Err(e);
         }
-        let (pending, downloads) = {
+        // Only the swap happens under the lock: downloads keep being counted while the
+        // segment is built (flushes are serialised by `flush_lock`, so `seq` stays ordered).
+        let (counters, seq) = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             if state.counters.is_empty() {
                 return Ok(0);
             }
-            let counters = std::mem::take(&mut state.counters);
             state.seq += 1;
-            let mut rows: Vec<Row> = counters
-                .into_iter()
-                .map(|(key, agg)| Row {
-                    key,
-                    downloads: agg.downloads,
-                    sources: agg.sources,
-                })
-                .collect();
-            rows.sort_by(|a, b| a.key.cmp(&b.key));
-            let downloads = rows.iter().map(|r| r.downloads).sum::<u64>();
-            let segment = Segment {
-                writer: self.writer.clone(),
-                seq: state.seq,
-                rows,
-            };
-            let key = format!(
-                "{SEGMENTS_PREFIX}{}/{}-{:010}.json",
-                today(),
-                self.writer,
-                state.seq
-            );
-            let bytes = Bytes::from(serde_json::to_vec(&segment).unwrap_or_default());
-            (Pending { key, bytes }, downloads)
+            (std::mem::take(&mut state.counters), state.seq)
         };
+        let rows = self.rows(counters);
+        let downloads = rows.iter().map(|r| r.downloads).sum::<u64>();
+        let key = format!(
+            "{SEGMENTS_PREFIX}{}/{}-{seq:010}.json",
+            today(),
+            self.writer,
+        );
+        let segment = Segment {
+            writer: self.writer.clone(),
+            seq,
+            rows,
+        };
+        let bytes = Bytes::from(serde_json::to_vec(&segment).unwrap_or_default());
+        let pending = Pending { key, bytes };
         if let Err(e) = storage.put(&pending.key, pending.bytes.clone(), true).await {
             self.state.lock().unwrap_or_else(|e| e.into_inner()).pending = Some(pending);
             return Err(e);
@@ -450,6 +585,58 @@ mod tests {
         assert_eq!(client_family(None).0, "none");
         let long = format!("curl/{}", "9".repeat(100));
         assert_eq!(client_family(Some(&long)).1.len(), 32);
+    }
+
+    #[test]
+    fn recorded_downloads_become_rows_at_flush() {
+        let recorder = Recorder::new([7; 32]);
+        let path = |file: &str| DriverPath {
+            version: "8.0.0+driver".into(),
+            arch: "x86_64".into(),
+            file: file.into(),
+            key: format!("driver/8.0.0+driver/x86_64/{file}"),
+        };
+        let ko = path("falco_ubuntu-generic_6.8.0-31-generic_33.ko");
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        recorder.record(&ko, Some("curl/8.5.0"), a);
+        recorder.record(&ko, Some("curl/8.5.0"), a);
+        recorder.record(&ko, Some("CURL/8.5.0"), b); // the same counter: versions are compared as sent
+        recorder.record(&ko, Some("curl/8.6.0-RC1"), a);
+        recorder.record(&ko, Some("curl/8.6.0-rc1"), b); // the same row once lower-cased
+        recorder.record(&ko, Some("falcoctl/0.11.0"), b);
+        recorder.record(&path("not-a-driver.ko"), Some("curl/8.5.0"), a); // dropped at flush
+        let counters = std::mem::take(&mut recorder.state.lock().unwrap().counters);
+        assert_eq!(counters.len(), 5);
+        let rows = recorder.rows(counters);
+        assert_eq!(rows.len(), 3);
+        let row = |version: &str| {
+            rows.iter()
+                .find(|r| r.key.client == "curl" && r.key.client_version == version)
+                .unwrap()
+        };
+        let curl = row("8.5.0");
+        assert_eq!(curl.downloads, 3);
+        assert_eq!(curl.key.target, "ubuntu-generic");
+        assert_eq!(curl.key.kernelrelease, "6.8.0-31-generic");
+        assert_eq!(curl.key.kernelversion, "33");
+        assert!(chrono::NaiveDate::parse_from_str(&curl.key.day, "%Y-%m-%d").is_ok());
+        let expected: BTreeSet<String> = [
+            source_hash(&[7; 32], "10.0.0.1"),
+            source_hash(&[7; 32], "2001:db8::1"),
+        ]
+        .into();
+        assert_eq!(curl.sources, expected);
+        let rc = row("8.6.0-rc1");
+        assert_eq!((rc.downloads, &rc.sources), (2, &expected));
+        let falcoctl = rows.iter().find(|r| r.key.client == "falcoctl").unwrap();
+        assert_eq!((falcoctl.downloads, falcoctl.sources.len()), (1, 1));
+    }
+
+    #[test]
+    fn day_numbers_format_as_dates() {
+        assert_eq!(day_string(0), "1970-01-01");
+        assert_eq!(day_string(20_780), "2026-11-23");
     }
 
     #[test]
