@@ -1,34 +1,37 @@
 //! The watch caches of the children, and the routing of child events to the owning CR.
 //!
 //! One watch per child kind, selected by `app.kubernetes.io/managed-by=falco-operator`, so the
-//! operator never caches objects it did not make. The caches are trimmed to what the reconcilers
-//! read:
+//! operator never caches objects it did not make. The caches keep only what the reconcilers read,
+//! not the objects: per child its applied-hash annotation, the hash of the fields each of this
+//! operator's field managers owns, and its owner labels; for DaemonSets and Deployments also
+//! `spec.replicas` and `status` (for `Available`). That is a few hundred bytes per child where a
+//! cached object's metadata alone took about 3 KiB (24 MiB with 1,000 Falco CRs).
 //!
-//! - ServiceAccount, Role, RoleBinding, ClusterRole, ClusterRoleBinding, ConfigMap, Service:
-//!   **metadata only** (a metadata watch: the API server never sends their content);
-//! - DaemonSet and Deployment: metadata, `spec.replicas` and `status` (the pod template is dropped
-//!   as it arrives);
-//! - in every kind, `managedFields` keeps only this operator's own entries.
+//! - ServiceAccount, Role, RoleBinding, ClusterRole, ClusterRoleBinding, ConfigMap, Service are
+//!   watched as **metadata only** (the API server never sends their content);
+//! - DaemonSet and Deployment are watched whole (their status is needed) and reduced on arrival.
 //!
 //! Each event is routed by the owner labels ([`crate::labels::owner_from_labels`]) to the Falco or
 //! the Component controller, which is how cluster-scoped children (no ownerReference possible)
-//! trigger their owner, and how any change to a child is corrected.
+//! trigger their owner, and how any change to a child is corrected. A child that disappears while
+//! a watch was down (seen as missing from the re-list) is treated as deleted.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use futures::channel::mpsc::UnboundedSender;
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Service, ServiceAccount};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PartialObjectMeta};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher as full_watcher};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 
 use crate::children::{ChildKind, content_hash};
 use crate::labels;
@@ -45,20 +48,62 @@ pub struct Cached {
     pub owner: Option<(String, String, String)>,
 }
 
-impl Cached {
-    fn of(meta: &ObjectMeta, field_manager: &str) -> Self {
+/// What a cache keeps of one child.
+#[derive(Clone, Debug, PartialEq)]
+struct Entry {
+    /// The value of the applied-hash annotation.
+    hash: Option<String>,
+    /// Per field manager of this operator: the hash of the fields it owns through Apply.
+    owned_fields: Vec<(&'static str, String)>,
+    /// The owning CR from the owner labels.
+    owner: Option<(String, String, String)>,
+    /// DaemonSet or Deployment reduced to `spec.replicas` and `status`.
+    workload: Option<Workload>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Workload {
+    DaemonSet(Arc<DaemonSet>),
+    Deployment(Arc<Deployment>),
+}
+
+impl Entry {
+    fn of(meta: &ObjectMeta, field_managers: &[&'static str], workload: Option<Workload>) -> Self {
         Self {
             hash: meta
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(crate::children::APPLIED_HASH_ANNOTATION))
                 .cloned(),
-            owned_fields: owned_fields_hash(meta, field_manager),
+            owned_fields: field_managers
+                .iter()
+                .filter_map(|m| Some((*m, owned_fields_hash(meta, m)?)))
+                .collect(),
             owner: meta
                 .labels
                 .as_ref()
                 .and_then(labels::owner_from_labels)
                 .map(|(k, n, m)| (k.to_owned(), n.to_owned(), m.to_owned())),
+            workload,
+        }
+    }
+
+    fn cached(&self, field_manager: &str) -> Cached {
+        Cached {
+            hash: self.hash.clone(),
+            owned_fields: self
+                .owned_fields
+                .iter()
+                .find(|(m, _)| *m == field_manager)
+                .map(|(_, h)| h.clone()),
+            owner: self.owner.clone(),
+        }
+    }
+
+    /// The owner CR to trigger.
+    fn route(&self, router: &Router) {
+        if let Some((kind, ns, name)) = &self.owner {
+            router.route(kind, ns, name);
         }
     }
 }
@@ -74,11 +119,7 @@ pub fn owned_fields_hash(meta: &ObjectMeta, field_manager: &str) -> Option<Strin
                 && e.subresource.as_deref().unwrap_or("").is_empty()
         })
         .and_then(|e| e.fields_v1.as_ref())
-        .map(|f| match &f.0 {
-            // Already reduced to its hash by the cache (see `trim_managed_fields`).
-            serde_json::Value::String(hash) => hash.clone(),
-            fields => content_hash(fields),
-        })
+        .map(|f| content_hash(&f.0))
 }
 
 /// Key of a child: kind, namespace, name.
@@ -94,34 +135,46 @@ pub struct Applied {
     pub owned_fields: Option<String>,
 }
 
+/// Namespace and name of a child within its kind.
+type ObjectKey = (Option<String>, String);
+
+/// The cache of one child kind.
+struct KindCache {
+    entries: RwLock<HashMap<ObjectKey, Entry>>,
+    /// True once the first list is in.
+    ready: watch::Sender<bool>,
+}
+
+impl KindCache {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            entries: RwLock::default(),
+            ready: watch::channel(false).0,
+        })
+    }
+
+    fn get(&self, ns: Option<&str>, name: &str) -> Option<Entry> {
+        self.entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(ns.map(str::to_owned), name.to_owned()))
+            .cloned()
+    }
+}
+
 /// The child caches.
 #[derive(Clone)]
 pub struct Caches {
-    service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
-    roles: Store<PartialObjectMeta<Role>>,
-    role_bindings: Store<PartialObjectMeta<RoleBinding>>,
-    cluster_roles: Store<PartialObjectMeta<ClusterRole>>,
-    cluster_role_bindings: Store<PartialObjectMeta<ClusterRoleBinding>>,
-    config_maps: Store<PartialObjectMeta<ConfigMap>>,
-    services: Store<PartialObjectMeta<Service>>,
-    daemon_sets: Store<DaemonSet>,
-    deployments: Store<Deployment>,
+    kinds: Arc<HashMap<ChildKind, Arc<KindCache>>>,
     /// What this process applied, by child.
     pub applied: Arc<Mutex<HashMap<ChildKey, Applied>>>,
 }
 
-fn lookup<K>(store: &Store<K>, ns: Option<&str>, name: &str) -> Option<Arc<K>>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    let key = ObjectRef::new(name);
-    store.get(&match ns {
-        Some(ns) => key.within(ns),
-        None => key,
-    })
-}
-
 impl Caches {
+    fn entry(&self, kind: ChildKind, ns: Option<&str>, name: &str) -> Option<Entry> {
+        self.kinds.get(&kind)?.get(ns, name)
+    }
+
     /// What the cache holds about a child, seen through `field_manager`'s eyes.
     pub fn get(
         &self,
@@ -130,57 +183,34 @@ impl Caches {
         name: &str,
         field_manager: &str,
     ) -> Option<Cached> {
-        let meta = self.meta(kind, ns, name)?;
-        Some(Cached::of(&meta, field_manager))
+        Some(self.entry(kind, ns, name)?.cached(field_manager))
     }
 
-    fn meta(&self, kind: ChildKind, ns: Option<&str>, name: &str) -> Option<ObjectMeta> {
-        match kind {
-            ChildKind::ServiceAccount => {
-                lookup(&self.service_accounts, ns, name).map(|o| o.metadata.clone())
-            }
-            ChildKind::Role => lookup(&self.roles, ns, name).map(|o| o.metadata.clone()),
-            ChildKind::RoleBinding => {
-                lookup(&self.role_bindings, ns, name).map(|o| o.metadata.clone())
-            }
-            ChildKind::ClusterRole => {
-                lookup(&self.cluster_roles, ns, name).map(|o| o.metadata.clone())
-            }
-            ChildKind::ClusterRoleBinding => {
-                lookup(&self.cluster_role_bindings, ns, name).map(|o| o.metadata.clone())
-            }
-            ChildKind::ConfigMap => lookup(&self.config_maps, ns, name).map(|o| o.metadata.clone()),
-            ChildKind::Service => lookup(&self.services, ns, name).map(|o| o.metadata.clone()),
-            ChildKind::DaemonSet => lookup(&self.daemon_sets, ns, name).map(|o| o.metadata.clone()),
-            ChildKind::Deployment => {
-                lookup(&self.deployments, ns, name).map(|o| o.metadata.clone())
-            }
+    /// The cached DaemonSet (`status` only).
+    pub fn daemon_set(&self, ns: &str, name: &str) -> Option<Arc<DaemonSet>> {
+        match self.entry(ChildKind::DaemonSet, Some(ns), name)?.workload? {
+            Workload::DaemonSet(ds) => Some(ds),
+            Workload::Deployment(_) => None,
         }
     }
 
-    /// The cached DaemonSet (metadata, status; no pod template).
-    pub fn daemon_set(&self, ns: &str, name: &str) -> Option<Arc<DaemonSet>> {
-        lookup(&self.daemon_sets, Some(ns), name)
-    }
-
-    /// The cached Deployment (metadata, replicas, status; no pod template).
+    /// The cached Deployment (`spec.replicas` and `status` only).
     pub fn deployment(&self, ns: &str, name: &str) -> Option<Arc<Deployment>> {
-        lookup(&self.deployments, Some(ns), name)
+        match self
+            .entry(ChildKind::Deployment, Some(ns), name)?
+            .workload?
+        {
+            Workload::Deployment(d) => Some(d),
+            Workload::DaemonSet(_) => None,
+        }
     }
 
     /// Waits until every child cache has its first list.
     pub async fn wait_until_ready(&self) {
-        let _ = futures::join!(
-            self.service_accounts.wait_until_ready(),
-            self.roles.wait_until_ready(),
-            self.role_bindings.wait_until_ready(),
-            self.cluster_roles.wait_until_ready(),
-            self.cluster_role_bindings.wait_until_ready(),
-            self.config_maps.wait_until_ready(),
-            self.services.wait_until_ready(),
-            self.daemon_sets.wait_until_ready(),
-            self.deployments.wait_until_ready(),
-        );
+        for cache in self.kinds.values() {
+            let mut ready = cache.ready.subscribe();
+            let _ = ready.wait_for(|r| *r).await;
+        }
     }
 }
 
@@ -194,11 +224,7 @@ pub struct Router {
 }
 
 impl Router {
-    fn route(&self, meta: &ObjectMeta) {
-        let Some((kind, ns, name)) = meta.labels.as_ref().and_then(labels::owner_from_labels)
-        else {
-            return;
-        };
+    fn route(&self, kind: &str, ns: &str, name: &str) {
         match kind {
             "Falco" => {
                 let _ = self.falco.unbounded_send(ObjectRef::new(name).within(ns));
@@ -209,26 +235,6 @@ impl Router {
                     .unbounded_send(ObjectRef::new(name).within(ns));
             }
             _ => {}
-        }
-    }
-}
-
-/// Keeps only `field_manager`'s entries in `managedFields` (the rest is never read).
-fn trim_managed_fields(meta: &mut ObjectMeta, field_managers: &[&str]) {
-    if let Some(entries) = meta.managed_fields.as_mut() {
-        entries.retain(|e| {
-            e.manager
-                .as_deref()
-                .is_some_and(|m| field_managers.contains(&m))
-        });
-        // Only the hash of our owned fields is ever compared: keep that instead of the field
-        // set, which as a JSON tree is the largest part of a cached DaemonSet (about 100 KiB).
-        for entry in entries.iter_mut() {
-            if let Some(fields) = entry.fields_v1.as_mut()
-                && !fields.0.is_string()
-            {
-                fields.0 = serde_json::Value::String(content_hash(&fields.0));
-            }
         }
     }
 }
@@ -251,151 +257,217 @@ pub fn start(
         None => selector.clone(),
     };
     let cluster_config = watcher::Config::default().labels(&cluster_selector);
+    let mut kinds = HashMap::new();
     let mut drivers = Vec::new();
-
-    macro_rules! meta_cache {
-        ($ty:ty, $kind:expr, $api:expr, $config:expr) => {{
-            let api: Api<PartialObjectMeta<$ty>> = $api;
-            let (store, writer) = reflector::store();
-            let stream = full_watcher(api, $config).default_backoff().modify(
-                |o: &mut PartialObjectMeta<$ty>| {
-                    trim_managed_fields(&mut o.metadata, field_managers)
-                },
-            );
-            drivers.push(drive(
-                reflector::reflector(writer, stream),
-                $kind,
-                router.clone(),
-                applied.clone(),
-                |o: &PartialObjectMeta<$ty>| o.metadata.clone(),
-            ));
-            store
-        }};
-    }
-    macro_rules! ns_api {
-        () => {
-            match namespace {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            }
-        };
-    }
-
-    let nc = namespaced_config.clone();
-    let cc = cluster_config.clone();
-    let service_accounts = meta_cache!(
-        ServiceAccount,
-        ChildKind::ServiceAccount,
-        ns_api!(),
-        nc.clone()
-    );
-    let roles = meta_cache!(Role, ChildKind::Role, ns_api!(), nc.clone());
-    let role_bindings = meta_cache!(RoleBinding, ChildKind::RoleBinding, ns_api!(), nc.clone());
-    let cluster_roles = meta_cache!(
-        ClusterRole,
-        ChildKind::ClusterRole,
-        Api::all(client.clone()),
-        cc.clone()
-    );
-    let cluster_role_bindings = meta_cache!(
-        ClusterRoleBinding,
-        ChildKind::ClusterRoleBinding,
-        Api::all(client.clone()),
-        cc
-    );
-    let config_maps = meta_cache!(ConfigMap, ChildKind::ConfigMap, ns_api!(), nc.clone());
-    let services = meta_cache!(Service, ChildKind::Service, ns_api!(), nc);
-
-    let workload_api = |client: &Client| match namespace {
-        Some(ns) => (
-            Api::<DaemonSet>::namespaced(client.clone(), ns),
-            Api::<Deployment>::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+    let mut add = |kind: ChildKind, driver: fn(Watch) -> Driver, config: &watcher::Config| {
+        let cache = KindCache::new();
+        kinds.insert(kind, cache.clone());
+        drivers.push(driver(Watch {
+            client: client.clone(),
+            namespace: if kind.is_cluster_scoped() {
+                None
+            } else {
+                namespace.map(str::to_owned)
+            },
+            config: config.clone(),
+            kind,
+            field_managers,
+            cache,
+            router: router.clone(),
+            applied: applied.clone(),
+        }));
     };
-    let (ds_api, deploy_api) = workload_api(client);
-    let (daemon_sets, writer) = reflector::store();
-    let stream = full_watcher(ds_api, namespaced_config.clone())
-        .default_backoff()
-        .modify(|ds: &mut DaemonSet| {
-            trim_managed_fields(&mut ds.metadata, field_managers);
-            ds.spec.template = PodTemplateSpec::default();
-        });
-    drivers.push(drive(
-        reflector::reflector(writer, stream),
-        ChildKind::DaemonSet,
-        router.clone(),
-        applied.clone(),
-        |o: &DaemonSet| o.metadata.clone(),
-    ));
-    let (deployments, writer) = reflector::store();
-    let stream = full_watcher(deploy_api, namespaced_config)
-        .default_backoff()
-        .modify(|d: &mut Deployment| {
-            trim_managed_fields(&mut d.metadata, field_managers);
-            d.spec.template = PodTemplateSpec::default();
-        });
-    drivers.push(drive(
-        reflector::reflector(writer, stream),
-        ChildKind::Deployment,
-        router,
-        applied.clone(),
-        |o: &Deployment| o.metadata.clone(),
-    ));
-
+    let (nc, cc) = (&namespaced_config, &cluster_config);
+    add(ChildKind::ServiceAccount, metadata_ns::<ServiceAccount>, nc);
+    add(ChildKind::Role, metadata_ns::<Role>, nc);
+    add(ChildKind::RoleBinding, metadata_ns::<RoleBinding>, nc);
+    add(ChildKind::ClusterRole, metadata_cluster::<ClusterRole>, cc);
+    add(
+        ChildKind::ClusterRoleBinding,
+        metadata_cluster::<ClusterRoleBinding>,
+        cc,
+    );
+    add(ChildKind::ConfigMap, metadata_ns::<ConfigMap>, nc);
+    add(ChildKind::Service, metadata_ns::<Service>, nc);
+    add(ChildKind::DaemonSet, daemon_sets, nc);
+    add(ChildKind::Deployment, deployments, nc);
     (
         Caches {
-            service_accounts,
-            roles,
-            role_bindings,
-            cluster_roles,
-            cluster_role_bindings,
-            config_maps,
-            services,
-            daemon_sets,
-            deployments,
+            kinds: Arc::new(kinds),
             applied,
         },
         drivers,
     )
 }
 
-/// Drives one child watch: routes every change to its owner, and forgets what was applied to a
-/// deleted child (so the next reconcile recreates it).
-fn drive<K, S>(
-    stream: S,
+/// Everything one child watch needs.
+struct Watch {
+    client: Client,
+    /// `None`: all namespaces (or a cluster-scoped kind).
+    namespace: Option<String>,
+    config: watcher::Config,
     kind: ChildKind,
+    field_managers: &'static [&'static str],
+    cache: Arc<KindCache>,
     router: Router,
     applied: Arc<Mutex<HashMap<ChildKey, Applied>>>,
-    meta: fn(&K) -> ObjectMeta,
-) -> Driver
+}
+
+impl Watch {
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+}
+
+/// A metadata-only watch of a namespaced kind.
+fn metadata_ns<K>(w: Watch) -> Driver
 where
-    K: DeserializeOwned + Send + 'static,
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+    K: Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    metadata(w.api::<PartialObjectMeta<K>>(), w)
+}
+
+/// A metadata-only watch of a cluster-scoped kind.
+fn metadata_cluster<K>(w: Watch) -> Driver
+where
+    K: Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>,
+    K: Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    metadata(Api::<PartialObjectMeta<K>>::all(w.client.clone()), w)
+}
+
+/// `Api<PartialObjectMeta<K>>` makes metadata-only requests: the content is never sent.
+fn metadata<K>(api: Api<PartialObjectMeta<K>>, w: Watch) -> Driver
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let stream = full_watcher(api, w.config.clone()).default_backoff();
+    drive(stream, w, |o: PartialObjectMeta<K>, managers| {
+        Entry::of(&o.metadata, managers, None)
+    })
+}
+
+fn daemon_sets(w: Watch) -> Driver {
+    let stream = full_watcher(w.api::<DaemonSet>(), w.config.clone()).default_backoff();
+    drive(stream, w, |ds: DaemonSet, managers| {
+        let reduced = DaemonSet {
+            status: ds.status,
+            ..Default::default()
+        };
+        Entry::of(
+            &ds.metadata,
+            managers,
+            Some(Workload::DaemonSet(Arc::new(reduced))),
+        )
+    })
+}
+
+fn deployments(w: Watch) -> Driver {
+    let stream = full_watcher(w.api::<Deployment>(), w.config.clone()).default_backoff();
+    drive(stream, w, |d: Deployment, managers| {
+        let reduced = Deployment {
+            spec: DeploymentSpec {
+                replicas: d.spec.replicas,
+                ..Default::default()
+            },
+            status: d.status,
+            ..Default::default()
+        };
+        Entry::of(
+            &d.metadata,
+            managers,
+            Some(Workload::Deployment(Arc::new(reduced))),
+        )
+    })
+}
+
+/// Drives one child watch into its cache: routes every change to its owner, and forgets what was
+/// applied to a deleted child (so the next reconcile recreates it).
+fn drive<K, S>(stream: S, w: Watch, reduce: fn(K, &[&'static str]) -> Entry) -> Driver
+where
+    K: Resource + Send + 'static,
     S: Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
 {
+    let key_of = |o: &K| {
+        (
+            o.meta().namespace.clone(),
+            o.meta().name.clone().unwrap_or_default(),
+        )
+    };
     Box::pin(async move {
         let mut stream = std::pin::pin!(stream);
+        // The entries of a re-list, swapped in whole when it is complete.
+        let mut relist: Option<HashMap<ObjectKey, Entry>> = None;
         while let Some(event) = stream.next().await {
             match event {
-                Ok(Event::Apply(obj) | Event::InitApply(obj)) => router.route(&meta(&obj)),
+                Ok(Event::Init) => relist = Some(HashMap::new()),
+                Ok(Event::InitApply(obj)) => {
+                    let key = key_of(&obj);
+                    let entry = reduce(obj, w.field_managers);
+                    entry.route(&w.router);
+                    relist.get_or_insert_with(HashMap::new).insert(key, entry);
+                }
+                Ok(Event::InitDone) => {
+                    let fresh = relist.take().unwrap_or_default();
+                    let gone: Vec<(ObjectKey, Entry)> = {
+                        let mut entries = w
+                            .cache
+                            .entries
+                            .write()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let old = std::mem::replace(&mut *entries, fresh);
+                        old.into_iter()
+                            .filter(|(key, _)| !entries.contains_key(key))
+                            .collect()
+                    };
+                    for (key, entry) in gone {
+                        w.forget(key);
+                        entry.route(&w.router);
+                    }
+                    w.cache.ready.send_replace(true);
+                }
+                Ok(Event::Apply(obj)) => {
+                    let key = key_of(&obj);
+                    let entry = reduce(obj, w.field_managers);
+                    entry.route(&w.router);
+                    w.cache
+                        .entries
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(key, entry);
+                }
                 Ok(Event::Delete(obj)) => {
-                    let m = meta(&obj);
-                    let key = (
-                        kind,
-                        m.namespace.clone(),
-                        m.name.clone().unwrap_or_default(),
-                    );
-                    applied
-                        .lock()
+                    let key = key_of(&obj);
+                    let entry = reduce(obj, w.field_managers);
+                    w.cache
+                        .entries
+                        .write()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .remove(&key);
-                    router.route(&m);
+                    w.forget(key);
+                    entry.route(&w.router);
                 }
-                Ok(Event::Init | Event::InitDone) => {}
                 Err(error) => {
-                    tracing::warn!(kind = kind.as_str(), %error, "Child watch failed; retrying");
+                    tracing::warn!(kind = w.kind.as_str(), %error, "Child watch failed; retrying");
                 }
             }
         }
     })
+}
+
+impl Watch {
+    /// Forgets what this process applied to a child that is gone.
+    fn forget(&self, (ns, name): ObjectKey) {
+        self.applied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&(self.kind, ns, name));
+    }
 }

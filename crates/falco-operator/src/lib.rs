@@ -131,6 +131,7 @@ pub mod cache;
 pub mod children;
 pub mod cli;
 pub mod component;
+pub mod events;
 pub mod falco;
 pub mod labels;
 pub mod merge;

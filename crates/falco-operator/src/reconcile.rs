@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::events::{EventType, Publisher};
 use falco_api::common::condition::RECONCILED;
 use falco_api::{Component, Falco, InstanceStatus, WorkloadType};
 use k8s_openapi::NamespaceResourceScope;
@@ -27,7 +28,6 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -144,19 +144,19 @@ pub struct Context {
     /// Reference protection.
     pub references: References,
     /// Events of the Falco controller.
-    pub falco_recorder: Recorder,
+    pub falco_events: Publisher,
     /// Events of the Component controller.
-    pub component_recorder: Recorder,
+    pub component_events: Publisher,
     /// Consecutive failures per object, for the backoff.
     pub failures: Mutex<HashMap<(String, String, String), u32>>,
 }
 
 impl Context {
-    fn recorder<I: Instance>(&self) -> &Recorder {
+    fn events<I: Instance>(&self) -> &Publisher {
         if I::KIND == "Falco" {
-            &self.falco_recorder
+            &self.falco_events
         } else {
-            &self.component_recorder
+            &self.component_events
         }
     }
 
@@ -421,7 +421,7 @@ async fn sweep_orphans<I: Instance>(
         );
         if matches!(kind, ChildKind::DaemonSet | ChildKind::Deployment) {
             publish(
-                ctx.recorder::<I>(),
+                ctx.events::<I>(),
                 obj,
                 EventType::Normal,
                 "DualDeploymentCleanup",
@@ -446,7 +446,7 @@ async fn cleanup<I: Instance>(obj: &I, ctx: &Context) -> Result<Action> {
     ctx.references
         .set((I::KIND, ns, name), std::collections::BTreeSet::new());
     publish(
-        ctx.recorder::<I>(),
+        ctx.events::<I>(),
         obj,
         EventType::Normal,
         "InstanceDeleted",
@@ -467,7 +467,7 @@ async fn publish_events<I: Instance>(
     reconciled: &Reconciled,
     availability: &Availability,
 ) {
-    let recorder = ctx.recorder::<I>();
+    let events = ctx.events::<I>();
     let before = status::state(previous, RECONCILED);
     let after = status::state(Some(next), RECONCILED);
     let message = next
@@ -479,10 +479,10 @@ async fn publish_events<I: Instance>(
     match reconciled {
         Reconciled::Applied { .. } => {
             let (_, reason) = after.unwrap_or(("True", "ResourceUpdated"));
-            publish(recorder, obj, EventType::Normal, reason, message).await;
+            publish(events, obj, EventType::Normal, reason, message).await;
         }
         Reconciled::Failed { reason, .. } if before != after => {
-            publish(recorder, obj, EventType::Warning, reason, message).await;
+            publish(events, obj, EventType::Warning, reason, message).await;
         }
         _ => {}
     }
@@ -495,7 +495,7 @@ async fn publish_events<I: Instance>(
             _ => EventType::Warning,
         };
         publish(
-            recorder,
+            events,
             obj,
             type_,
             availability.reason,
@@ -506,20 +506,16 @@ async fn publish_events<I: Instance>(
 }
 
 async fn publish<I: Instance>(
-    recorder: &Recorder,
+    events: &Publisher,
     obj: &I,
     type_: EventType,
     reason: &str,
     note: String,
 ) {
-    let event = KubeEvent {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: reason.to_owned(),
-        secondary: None,
-    };
-    if let Err(error) = recorder.publish(&event, &obj.object_ref(&())).await {
+    if let Err(error) = events
+        .publish(obj.object_ref(&()), type_, reason, note)
+        .await
+    {
         tracing::warn!(%error, reason, "Event not published");
     }
 }

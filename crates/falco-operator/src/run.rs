@@ -13,15 +13,15 @@ use falco_api::{Component, Config, Falco, Plugin, Rulesfile};
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
 use kube::api::Api;
-use kube::runtime::Controller;
 use kube::runtime::controller::Config as ControllerConfig;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
+use kube::runtime::{Controller, WatchStreamExt};
 use kube::{Client, Resource};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::cache::{self, Router};
+use crate::events::Publisher;
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context, Instance};
 use crate::references::{self, References};
@@ -124,18 +124,14 @@ pub fn start(client: Client, metrics: Arc<Metrics>, config: RunConfig) -> Runnin
     };
     let (caches, drivers) = cache::start(&client, ns, &FIELD_MANAGERS, router);
     let (refs, refs_rx) = References::new();
-    let reporter = |controller: &str| Reporter {
-        controller: controller.to_owned(),
-        instance: Some(config.instance.clone()),
-    };
     let ctx = Arc::new(Context {
         client: client.clone(),
         config: config.operator.clone(),
         caches: caches.clone(),
         metrics: metrics.clone(),
         references: refs.clone(),
-        falco_recorder: Recorder::new(client.clone(), reporter("falco-controller")),
-        component_recorder: Recorder::new(client.clone(), reporter("component-controller")),
+        falco_events: Publisher::new(client.clone(), "falco-controller", &config.instance),
+        component_events: Publisher::new(client.clone(), "component-controller", &config.instance),
         failures: Default::default(),
     });
 
@@ -242,6 +238,9 @@ fn async_stream_interval(period: Duration) -> impl futures::Stream<Item = ()> + 
     )
 }
 
+/// kubectl's copy of what it last applied.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 fn controller<I: Instance>(
     api: Api<I>,
     config: ControllerConfig,
@@ -250,7 +249,23 @@ fn controller<I: Instance>(
     shutdown: impl futures::Future<Output = ()> + Send + Sync + 'static,
     ctx: Arc<Context>,
 ) -> impl futures::Future<Output = ()> + Send {
-    Controller::new(api, watcher::Config::default())
+    // The controller's cache of its CRs keeps neither `managedFields` nor kubectl's
+    // last-applied annotation (a second copy of the spec): nothing reads them.
+    let (reader, writer) = kube::runtime::reflector::store();
+    let stream = kube::runtime::reflector(
+        writer,
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .modify(|obj: &mut I| {
+                let meta = obj.meta_mut();
+                meta.managed_fields = None;
+                if let Some(annotations) = meta.annotations.as_mut() {
+                    annotations.remove(LAST_APPLIED_ANNOTATION);
+                }
+            }),
+    )
+    .applied_objects();
+    Controller::for_stream(stream, reader)
         .with_config(config)
         .reconcile_on(triggers)
         .reconcile_all_on(resync)
