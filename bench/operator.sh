@@ -106,7 +106,8 @@ run_one() {
   "$loadgen" create --namespace bench --count "$COUNT" >/dev/null
   local settle; settle="$("$loadgen" settle --namespace bench --count "$COUNT" | awk '{ print $2 }')"
   wait_quiet "$url" "$metric"
-  local cpu1 rss hwm; cpu1="$(cpu_s "$opid")"; rss="$(rss_mib "$opid" VmRSS)"; hwm="$(rss_mib "$opid" VmHWM)"
+  local cpu1 rss hwm anon; cpu1="$(cpu_s "$opid")"; rss="$(rss_mib "$opid" VmRSS)"; hwm="$(rss_mib "$opid" VmHWM)"
+  anon="$(rss_mib "$opid" RssAnon)"
   local before after; before="$(counter "$url" "$metric")"
   "$loadgen" touch --namespace bench >/dev/null
   wait_quiet "$url" "$metric"
@@ -114,21 +115,29 @@ run_one() {
   local requests; requests="$(awk -v a="$before" -v b="$after" -v n="$COUNT" 'BEGIN { printf "%.2f", (b - a) / n }')"
   local i0 i1; i0="$(cpu_s "$opid")"; sleep "$IDLE"; i1="$(cpu_s "$opid")"
   local idle; idle="$(awk -v a="$i0" -v b="$i1" -v t="$IDLE" 'BEGIN { printf "%.2f", (b - a) * 100 / t }')"
+  # CPU of the control plane (kube-apiserver + etcd of this run) while the changes are applied.
+  local cp_pids cp0 cp1 l0 l1
+  cp_pids="$(pgrep -P "$tpid" -f 'etcd|kube-apiserver' || true)"
+  cp0="$(for p in $cp_pids; do cpu_s "$p"; done | awk '{ s += $1 } END { printf "%.2f", s }')"
+  l0="$(date +%s.%N)"
   local lat; lat="$("$loadgen" latency --namespace bench --count "$COUNT" --rate "$RATE" --version 0.43.0)"
+  l1="$(date +%s.%N)"
+  cp1="$(for p in $cp_pids; do cpu_s "$p"; done | awk '{ s += $1 } END { printf "%.2f", s }')"
+  local cp_load; cp_load="$(awk -v a="$cp0" -v b="$cp1" -v t0="$l0" -v t1="$l1" 'BEGIN { printf "%.0f", (b - a) * 100 / (t1 - t0) }')"
   local p50 p99; p50="$(sed -n 's/.*p50=\([0-9.]*\).*/\1/p' <<<"$lat")"; p99="$(sed -n 's/.*p99=\([0-9.]*\).*/\1/p' <<<"$lat")"
   echo "$name: $lat" >&2
   local rss2; rss2="$(rss_mib "$opid" VmHWM)"
   local cpu2; cpu2="$(cpu_s "$opid")"
   kill -TERM "$opid"; wait "$opid" 2>/dev/null || true
   kill -TERM "$tpid"; wait "$tpid" 2>/dev/null || true
-  echo "$settle $rss $hwm $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.2f", b - a }') $requests $idle $p50 $p99 $rss2 $cpu2"
+  echo "$settle $rss $hwm $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.2f", b - a }') $requests $idle $p50 $p99 $rss2 $cpu2 $cp_load $anon"
 }
 
-read -r o_settle o_rss o_hwm o_cpu o_req o_idle o_p50 o_p99 o_hwm2 o_cpu_total < <(
+read -r o_settle o_rss o_hwm o_cpu o_req o_idle o_p50 o_p99 o_hwm2 o_cpu_total o_cp o_anon < <(
   run_one ours falco_operator_api_requests_total \
     "$ours" run --namespace bench --metrics-bind-address 127.0.0.1:18080 \
     --health-probe-bind-address 127.0.0.1:18081 --log-level warn)
-read -r u_settle u_rss u_hwm u_cpu u_req u_idle u_p50 u_p99 u_hwm2 u_cpu_total < <(
+read -r u_settle u_rss u_hwm u_cpu u_req u_idle u_p50 u_p99 u_hwm2 u_cpu_total u_cp u_anon < <(
   run_one upstream rest_client_requests_total \
     "$upstream" --metrics-bind-address 127.0.0.1:18080 --metrics-secure=false \
     --health-probe-bind-address 127.0.0.1:18081)
@@ -152,6 +161,7 @@ both operators see the same objects.
 |---|---|---|---|
 | $COUNT Falco CRs → $COUNT DaemonSets (s) | $o_settle | $u_settle | $(ratio "$o_settle" "$u_settle") |
 | RSS after settling (MiB) | $o_rss | $u_rss | $(ratio "$o_rss" "$u_rss") |
+| of which anonymous (heap, stacks; the rest is the mapped binary) (MiB) | $o_anon | $u_anon | $(ratio "$o_anon" "$u_anon") |
 | peak RSS, whole run (MiB) | $o_hwm2 | $u_hwm2 | $(ratio "$o_hwm2" "$u_hwm2") |
 | CPU to create $COUNT instances (s) | $o_cpu | $u_cpu | $(ratio "$o_cpu" "$u_cpu") |
 | API requests per no-op reconcile | $o_req | $u_req | — |
@@ -159,6 +169,7 @@ both operators see the same objects.
 | change → applied DaemonSet, p50 (ms) at $RATE changes/s | $o_p50 | $u_p50 | $(ratio "$o_p50" "$u_p50") |
 | change → applied DaemonSet, p99 (ms) at $RATE changes/s | $o_p99 | $u_p99 | $(ratio "$o_p99" "$u_p99") |
 | CPU, whole run (s) | $o_cpu_total | $u_cpu_total | $(ratio "$o_cpu_total" "$u_cpu_total") |
+| kube-apiserver + etcd CPU while the changes are applied (% of one core) | $o_cp | $u_cp | $(ratio "$o_cp" "$u_cp") |
 
 Goals: RSS ≤ 24 MiB, 0 requests per no-op reconcile, p99 < 1 s at 100 changes/s.
 "No-op reconcile": every CR gets a new annotation, which changes nothing either operator builds;

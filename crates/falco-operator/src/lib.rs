@@ -119,8 +119,11 @@
 //!   changed.
 //! - **No cluster-wide ConfigMap or Secret cache.** Reference protection reads the one object it
 //!   changes, by name; upstream cached every ConfigMap and Secret of the cluster (§7 item 25).
-//! - **Leaner caches.** Children are cached as metadata only (workloads keep status and replicas),
-//!   selected by the managed-by label.
+//! - **Leaner caches.** Children are watched by the managed-by label, as metadata only (workloads
+//!   whole, for their status), and the caches keep per child two 128-bit hashes and its owner
+//!   ([`cache`]), not the object; the CR caches drop `managedFields` and kubectl's last-applied
+//!   copy; Events are created without kube's six-minute Event cache ([`events`]). With 1,000
+//!   Falco CRs the operator holds 40 MiB where upstream holds 154 MiB (`docs/benchmarks.md`).
 //! - **A `falco.yaml` overlay per instance** (`spec.config`) is deep-merged into the generated
 //!   ConfigMap; upstream needed a Config CR for any per-instance setting.
 

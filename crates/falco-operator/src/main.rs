@@ -123,6 +123,14 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
             artifact_operator_image,
             excluded_labels,
         },
+        // The ledger of protected references lives beside the Lease: the operator's namespace.
+        state_namespace: Some(
+            leader
+                .leader_election_namespace
+                .clone()
+                .or_else(|| namespace.clone())
+                .unwrap_or_else(|| "default".to_owned()),
+        ),
         namespace,
         resync_interval: Duration::from_secs(resync_interval_seconds.max(1)),
         concurrency,

@@ -27,9 +27,17 @@
 //! A referenced object that does not exist yet (a Rulesfile created before its ConfigMap) is
 //! checked again with a backoff from 1 s to 5 min until it appears or stops being referenced.
 //!
-//! Limitation: a reference that disappears while the operator is not running (its referencing
-//! object deleted during the outage) leaves the finalizer in place until the object is referenced
-//! and released again, or the finalizer is removed by hand.
+//! # Nothing stays locked after an outage
+//!
+//! A reference can disappear while the operator is not running (a Rulesfile deleted during an
+//! upgrade): no event will ever say so, and the memory of what was protected went with the old
+//! process. So the operator writes what it protects into a **ledger**, the ConfigMap
+//! [`LEDGER_NAME`] in its own namespace, *before* it adds a finalizer, and drops an entry after it
+//! removed one. At start, once the index holds every current reference (the Falco and Component
+//! caches and the three artifact watches have their first lists), every ledger entry is checked
+//! once: the ones nothing references any more are released. The ledger is a superset of the
+//! finalizers this operator set, whatever the moment of a crash. Upstream left such finalizers for a
+//! person to remove by hand.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -48,6 +56,116 @@ use kube::{Client, Resource, ResourceExt};
 pub const CONFIGMAP_IN_USE: &str = "artifact.falcosecurity.dev/configmap-in-use";
 /// Finalizer on referenced Secrets.
 pub const SECRET_IN_USE: &str = "artifact.falcosecurity.dev/secret-in-use";
+
+/// The ConfigMap (in the operator's namespace) recording the references it protects.
+pub const LEDGER_NAME: &str = "falco-operator-references";
+/// The ledger's data key: one `ConfigMap <namespace>/<name>` or `Secret <namespace>/<name>` per line.
+pub const LEDGER_KEY: &str = "references";
+/// Field manager of the ledger's applies.
+const LEDGER_FIELD_MANAGER: &str = "falco-operator-references";
+/// A ConfigMap holds at most 1 MiB; past this the ledger is not written (and an error logged).
+const LEDGER_MAX_BYTES: usize = 900 * 1024;
+
+impl Reference {
+    /// The ledger line of a reference.
+    pub fn ledger_line(&self) -> String {
+        match self {
+            Self::ConfigMap(ns, name) => format!("ConfigMap {ns}/{name}"),
+            Self::Secret(ns, name) => format!("Secret {ns}/{name}"),
+        }
+    }
+
+    /// Parses a ledger line.
+    pub fn from_ledger_line(line: &str) -> Option<Self> {
+        let (kind, rest) = line.trim().split_once(' ')?;
+        let (ns, name) = rest.split_once('/')?;
+        if ns.is_empty() || name.is_empty() {
+            return None;
+        }
+        match kind {
+            "ConfigMap" => Some(Self::ConfigMap(ns.to_owned(), name.to_owned())),
+            "Secret" => Some(Self::Secret(ns.to_owned(), name.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+/// The ledger's text for `refs` (sorted, one per line).
+pub fn ledger_text(refs: &BTreeSet<Reference>) -> String {
+    refs.iter().map(|r| r.ledger_line() + "\n").collect()
+}
+
+/// The references of a ledger text; lines that do not parse are skipped.
+pub fn parse_ledger(text: &str) -> BTreeSet<Reference> {
+    text.lines()
+        .filter_map(Reference::from_ledger_line)
+        .collect()
+}
+
+/// The ledger of protected references, mirrored in memory.
+struct Ledger {
+    api: Api<ConfigMap>,
+    recorded: tokio::sync::Mutex<BTreeSet<Reference>>,
+}
+
+impl Ledger {
+    /// Reads the stored ledger (absent: empty).
+    async fn load(&self) -> Result<BTreeSet<Reference>, kube::Error> {
+        let stored = self.api.get_opt(LEDGER_NAME).await?;
+        let refs = stored
+            .and_then(|cm| cm.data)
+            .and_then(|mut d| d.remove(LEDGER_KEY))
+            .map(|text| parse_ledger(&text))
+            .unwrap_or_default();
+        *self.recorded.lock().await = refs.clone();
+        Ok(refs)
+    }
+
+    /// Records `r` as protected (`true`) or not (`false`); writes the ledger when that changes it.
+    async fn record(&self, r: &Reference, protected: bool) -> Result<(), kube::Error> {
+        let mut recorded = self.recorded.lock().await;
+        let changed = if protected {
+            recorded.insert(r.clone())
+        } else {
+            recorded.remove(r)
+        };
+        if !changed {
+            return Ok(());
+        }
+        let text = ledger_text(&recorded);
+        if text.len() > LEDGER_MAX_BYTES {
+            tracing::error!(
+                references = recorded.len(),
+                "The reference ledger is too large to store; finalizers released during an outage may stay"
+            );
+            return Ok(());
+        }
+        let cm = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": LEDGER_NAME},
+            "data": {LEDGER_KEY: text},
+        });
+        let result = self
+            .api
+            .patch(
+                LEDGER_NAME,
+                &PatchParams::apply(LEDGER_FIELD_MANAGER).force(),
+                &Patch::Apply(&cm),
+            )
+            .await;
+        if let Err(e) = result {
+            // Not written: undo, so the next attempt writes it again.
+            if protected {
+                recorded.remove(r);
+            } else {
+                recorded.insert(r.clone());
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+}
 
 /// A referenced object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -235,6 +353,11 @@ pub struct References {
     index: Arc<Mutex<Index>>,
     queue: UnboundedSender<Reference>,
     attempts: Arc<Mutex<HashMap<Reference, u32>>>,
+    /// The namespace of the ledger; `None`: no ledger.
+    ledger_namespace: Option<String>,
+    /// Artifact kinds whose watch has had its first list (see [`References::primed`]).
+    listed: Arc<Mutex<BTreeSet<&'static str>>>,
+    listed_tx: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 /// What checking one reference found.
@@ -246,17 +369,37 @@ enum Checked {
 }
 
 impl References {
-    /// A worker and the receiving end of its queue (give it to [`References::run`]).
-    pub fn new() -> (Self, UnboundedReceiver<Reference>) {
+    /// A worker and the receiving end of its queue (give it to [`References::run`]), keeping its
+    /// ledger in `ledger_namespace` (none: no ledger).
+    pub fn new(ledger_namespace: Option<String>) -> (Self, UnboundedReceiver<Reference>) {
         let (queue, rx) = unbounded();
         (
             Self {
                 index: Arc::default(),
                 queue,
                 attempts: Arc::default(),
+                ledger_namespace,
+                listed: Arc::default(),
+                listed_tx: Arc::new(tokio::sync::watch::channel(0).0),
             },
             rx,
         )
+    }
+
+    /// Notes that the watch of an artifact kind has had its first list.
+    fn listed(&self, kind: &'static str) {
+        let mut listed = self
+            .listed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        listed.insert(kind);
+        self.listed_tx.send_replace(listed.len());
+    }
+
+    /// Waits until the watches of the three artifact kinds have had their first lists.
+    async fn artifacts_listed(&self) {
+        let mut rx = self.listed_tx.subscribe();
+        let _ = rx.wait_for(|n| *n >= 3).await;
     }
 
     /// Records the references of `source` and queues the ones that changed.
@@ -281,51 +424,104 @@ impl References {
     /// Processes the queue: one GET and at most one PATCH per queued reference. Failures, and
     /// references to objects that do not exist yet, are checked again after a delay doubling from
     /// 1 s to 5 min (a referenced ConfigMap created after its Rulesfile gets its finalizer then).
-    pub async fn run(self, client: Client, mut rx: UnboundedReceiver<Reference>) {
-        while let Some(r) = rx.next().await {
-            let retry = match self.ensure(&client, &r).await {
-                Ok(Checked::Done) => false,
-                Ok(Checked::Missing) => true,
-                Err(error) => {
-                    tracing::warn!(reference = ?r, %error, "Reference finalizer not updated; retrying");
-                    true
+    ///
+    /// `primed` resolves once the Falco and Component references are in the index; then the
+    /// ledger's entries are checked once (see the module documentation).
+    pub async fn run(
+        self,
+        client: Client,
+        mut rx: UnboundedReceiver<Reference>,
+        primed: impl std::future::Future<Output = ()> + Send,
+    ) {
+        let ledger = self.ledger_namespace.as_deref().map(|ns| Ledger {
+            api: Api::namespaced(client.clone(), ns),
+            recorded: Default::default(),
+        });
+        let sweep = async {
+            let Some(ledger) = &ledger else { return };
+            primed.await;
+            self.artifacts_listed().await;
+            let mut delay = Duration::from_secs(1);
+            let recorded = loop {
+                match ledger.load().await {
+                    Ok(recorded) => break recorded,
+                    Err(error) => {
+                        tracing::warn!(%error, "Reading the reference ledger failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(300));
+                    }
                 }
             };
-            let mut attempts = self
-                .attempts
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !retry {
-                attempts.remove(&r);
-                continue;
+            tracing::info!(
+                references = recorded.len(),
+                "Checking the references of the ledger"
+            );
+            for r in recorded {
+                let _ = self.queue.unbounded_send(r);
             }
-            let n = attempts.entry(r.clone()).or_insert(0);
-            *n = n.saturating_add(1);
-            let delay = Duration::from_secs(1u64 << (*n - 1).min(9)).min(Duration::from_secs(300));
-            let queue = self.queue.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _ = queue.unbounded_send(r);
-            });
-        }
+        };
+        let work = async {
+            while let Some(r) = rx.next().await {
+                self.process(&client, ledger.as_ref(), r).await;
+            }
+        };
+        futures::future::join(sweep, work).await;
     }
 
-    async fn ensure(&self, client: &Client, r: &Reference) -> Result<Checked, kube::Error> {
+    async fn process(&self, client: &Client, ledger: Option<&Ledger>, r: Reference) {
+        let retry = match self.ensure(client, ledger, &r).await {
+            Ok(Checked::Done) => false,
+            Ok(Checked::Missing) => true,
+            Err(error) => {
+                tracing::warn!(reference = ?r, %error, "Reference finalizer not updated; retrying");
+                true
+            }
+        };
+        let mut attempts = self
+            .attempts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !retry {
+            attempts.remove(&r);
+            return;
+        }
+        let n = attempts.entry(r.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        let delay = Duration::from_secs(1u64 << (*n - 1).min(9)).min(Duration::from_secs(300));
+        let queue = self.queue.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = queue.unbounded_send(r);
+        });
+    }
+
+    async fn ensure(
+        &self,
+        client: &Client,
+        ledger: Option<&Ledger>,
+        r: &Reference,
+    ) -> Result<Checked, kube::Error> {
         match r {
             Reference::ConfigMap(ns, name) => {
                 let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-                self.ensure_finalizer(&api, name, CONFIGMAP_IN_USE, r).await
+                self.ensure_finalizer(&api, ledger, name, CONFIGMAP_IN_USE, r)
+                    .await
             }
             Reference::Secret(ns, name) => {
                 let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-                self.ensure_finalizer(&api, name, SECRET_IN_USE, r).await
+                self.ensure_finalizer(&api, ledger, name, SECRET_IN_USE, r)
+                    .await
             }
         }
     }
 
+    /// Adds or removes `finalizer` on `r` as the index says. The ledger is written before a
+    /// finalizer is added and after one is removed, so it always lists at least every finalizer
+    /// this operator set.
     async fn ensure_finalizer<K>(
         &self,
         api: &Api<K>,
+        ledger: Option<&Ledger>,
         name: &str,
         finalizer: &str,
         r: &Reference,
@@ -334,33 +530,62 @@ impl References {
         K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
         let referenced = self.is_referenced(r);
+        // A ledger the operator may not write (RBAC) must not stop the protection itself:
+        // that is warned about and skipped; other failures are retried like the finalizer.
+        let record = |protected: bool| async move {
+            let Some(ledger) = ledger else { return Ok(()) };
+            match ledger.record(r, protected).await {
+                Err(kube::Error::Api(e)) if e.code == 403 => {
+                    tracing::warn!(
+                        error = %e,
+                        "The reference ledger may not be written; a reference dropped while the operator is down will keep its finalizer"
+                    );
+                    Ok(())
+                }
+                other => other,
+            }
+        };
         let Some(obj) = api.get_opt(name).await? else {
-            return Ok(if referenced {
-                Checked::Missing
-            } else {
-                Checked::Done
-            });
+            if referenced {
+                return Ok(Checked::Missing);
+            }
+            record(false).await?;
+            return Ok(Checked::Done);
         };
         let finalizers = obj.finalizers();
         let has = finalizers.iter().any(|f| f == finalizer);
         let new: Vec<String> = match (referenced, has) {
-            (true, false) => finalizers
-                .iter()
-                .cloned()
-                .chain([finalizer.to_owned()])
-                .collect(),
+            (true, false) => {
+                record(true).await?;
+                finalizers
+                    .iter()
+                    .cloned()
+                    .chain([finalizer.to_owned()])
+                    .collect()
+            }
             (false, true) => finalizers
                 .iter()
                 .filter(|f| *f != finalizer)
                 .cloned()
                 .collect(),
-            _ => return Ok(Checked::Done),
+            (true, true) => {
+                // Set before the ledger existed (or its write was lost): record it now.
+                record(true).await?;
+                return Ok(Checked::Done);
+            }
+            (false, false) => {
+                record(false).await?;
+                return Ok(Checked::Done);
+            }
         };
         let patch: json_patch_ops::Ops =
             json_patch_ops::replace_finalizers(obj.resource_version().unwrap_or_default(), &new);
         api.patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
             .await?;
         tracing::info!(reference = ?r, referenced, "Updated the in-use finalizer");
+        if !referenced {
+            record(false).await?;
+        }
         Ok(Checked::Done)
     }
 }
@@ -408,6 +633,7 @@ pub async fn watch_sources<K>(
                 references.set(key(&o), refs_of(&o));
             }
             Ok(Event::InitDone) => {
+                references.listed(kind);
                 let seen = seen.take().unwrap_or_default();
                 let indexed = references
                     .index
@@ -428,6 +654,20 @@ pub async fn watch_sources<K>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ledger_lines_round_trip_and_bad_lines_are_skipped() {
+        let refs: BTreeSet<Reference> = [
+            Reference::ConfigMap("falco".into(), "rules".into()),
+            Reference::Secret("falco".into(), "registry".into()),
+        ]
+        .into();
+        let text = ledger_text(&refs);
+        assert_eq!(text, "ConfigMap falco/rules\nSecret falco/registry\n");
+        assert_eq!(parse_ledger(&text), refs);
+        let noisy = format!("{text}garbage\nPod falco/x\nSecret /x\n\n");
+        assert_eq!(parse_ledger(&noisy), refs);
+    }
     use serde_json::json;
 
     fn s(kind: &'static str, name: &str) -> Source {

@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use falco_api::{Component, Config, Falco, Plugin, Rulesfile};
 use futures::channel::mpsc;
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use kube::api::Api;
 use kube::runtime::controller::Config as ControllerConfig;
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::runtime::{Controller, WatchStreamExt};
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -41,6 +43,9 @@ pub struct RunConfig {
     pub concurrency: u16,
     /// The `reportingInstance` of Events.
     pub instance: String,
+    /// Where the operator keeps its reference ledger (its own namespace); `None`: no ledger
+    /// ([`crate::references`]).
+    pub state_namespace: Option<String>,
 }
 
 impl Default for RunConfig {
@@ -51,6 +56,7 @@ impl Default for RunConfig {
             resync_interval: Duration::from_secs(600),
             concurrency: 16,
             instance: "falco-operator".to_owned(),
+            state_namespace: None,
         }
     }
 }
@@ -123,7 +129,7 @@ pub fn start(client: Client, metrics: Arc<Metrics>, config: RunConfig) -> Runnin
         component: component_tx,
     };
     let (caches, drivers) = cache::start(&client, ns, &FIELD_MANAGERS, router);
-    let (refs, refs_rx) = References::new();
+    let (refs, refs_rx) = References::new(config.state_namespace.clone());
     let ctx = Arc::new(Context {
         client: client.clone(),
         config: config.operator.clone(),
@@ -152,8 +158,32 @@ pub fn start(client: Client, metrics: Arc<Metrics>, config: RunConfig) -> Runnin
     });
 
     let controller_config = ControllerConfig::default().concurrency(config.concurrency);
+    let (falco_store, falco_stream) = cr_watch::<Falco>(api(&client, ns));
+    let (component_store, component_stream) = cr_watch::<Component>(api(&client, ns));
+    // The references of every Falco and Component, as soon as their caches are full (their
+    // reconciles set them too, but later): the ledger check waits for this.
+    let primed = {
+        let (refs, falco_store, component_store) =
+            (refs.clone(), falco_store.clone(), component_store.clone());
+        async move {
+            let _ = falco_store.wait_until_ready().await;
+            let _ = component_store.wait_until_ready().await;
+            for f in falco_store.state() {
+                let key = (Falco::KIND, f.namespace().unwrap_or_default(), f.name_any());
+                refs.set(key, references::of_falco(&f));
+            }
+            for c in component_store.state() {
+                let key = (
+                    Component::KIND,
+                    c.namespace().unwrap_or_default(),
+                    c.name_any(),
+                );
+                refs.set(key, references::of_component(&c));
+            }
+        }
+    };
     let falco_ctrl = controller::<Falco>(
-        api(&client, ns),
+        (falco_store, falco_stream),
         controller_config.clone(),
         falco_rx,
         falco_resync,
@@ -161,7 +191,7 @@ pub fn start(client: Client, metrics: Arc<Metrics>, config: RunConfig) -> Runnin
         ctx.clone(),
     );
     let component_ctrl = controller::<Component>(
-        api(&client, ns),
+        (component_store, component_stream),
         controller_config,
         component_rx,
         component_resync,
@@ -189,7 +219,7 @@ pub fn start(client: Client, metrics: Arc<Metrics>, config: RunConfig) -> Runnin
             refs.clone(),
         ),
     );
-    let refs_worker = refs.run(client.clone(), refs_rx);
+    let refs_worker = refs.run(client.clone(), refs_rx, primed);
     let aggregation = crate::aggregate::run(
         client.clone(),
         config.namespace.clone(),
@@ -241,16 +271,9 @@ fn async_stream_interval(period: Duration) -> impl futures::Stream<Item = ()> + 
 /// kubectl's copy of what it last applied.
 const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-fn controller<I: Instance>(
-    api: Api<I>,
-    config: ControllerConfig,
-    triggers: mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<I>>,
-    resync: mpsc::UnboundedReceiver<()>,
-    shutdown: impl futures::Future<Output = ()> + Send + Sync + 'static,
-    ctx: Arc<Context>,
-) -> impl futures::Future<Output = ()> + Send {
-    // The controller's cache of its CRs keeps neither `managedFields` nor kubectl's
-    // last-applied annotation (a second copy of the spec): nothing reads them.
+/// A CR watch feeding a store: the controller's input. The store keeps neither `managedFields`
+/// nor kubectl's last-applied annotation (a second copy of the spec): nothing reads them.
+fn cr_watch<I: Instance>(api: Api<I>) -> (Store<I>, BoxStream<'static, Result<I, watcher::Error>>) {
     let (reader, writer) = kube::runtime::reflector::store();
     let stream = kube::runtime::reflector(
         writer,
@@ -264,7 +287,19 @@ fn controller<I: Instance>(
                 }
             }),
     )
-    .applied_objects();
+    .applied_objects()
+    .boxed();
+    (reader, stream)
+}
+
+fn controller<I: Instance>(
+    (reader, stream): (Store<I>, BoxStream<'static, Result<I, watcher::Error>>),
+    config: ControllerConfig,
+    triggers: mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<I>>,
+    resync: mpsc::UnboundedReceiver<()>,
+    shutdown: impl futures::Future<Output = ()> + Send + Sync + 'static,
+    ctx: Arc<Context>,
+) -> impl futures::Future<Output = ()> + Send {
     Controller::for_stream(stream, reader)
         .with_config(config)
         .reconcile_on(triggers)

@@ -203,3 +203,78 @@ async fn a_configmap_created_after_its_reference_is_protected_when_it_appears() 
         .expect("delete config");
     wait_finalizer(&cms, "late", CONFIGMAP_IN_USE, false).await;
 }
+
+/// A reference that goes while the operator is down is released when it comes back: the
+/// ledger ConfigMap remembers what was protected.
+#[tokio::test]
+async fn a_reference_dropped_during_an_outage_is_released_on_restart() {
+    use falco_operator::references::{LEDGER_KEY, LEDGER_NAME};
+    let (client, ns) = setup("refs-outage").await;
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let ledger = |cms: Api<ConfigMap>| async move {
+        cms.get_opt(LEDGER_NAME)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|cm| cm.data)
+            .and_then(|mut d| d.remove(LEDGER_KEY))
+            .unwrap_or_default()
+    };
+    let line = format!("ConfigMap {ns}/outage\n");
+    for name in ["outage", "kept"] {
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        };
+        cms.create(&PostParams::default(), &cm).await.expect("cm");
+    }
+    let configs = Api::<Config>::namespaced(client.clone(), &ns);
+    for name in ["outage", "kept"] {
+        let spec = serde_json::from_value(json!({"configMapRef": {"name": name}})).expect("spec");
+        configs
+            .create(&PostParams::default(), &Config::new(name, spec))
+            .await
+            .expect("config");
+    }
+
+    let op = operator(&ns).await;
+    wait_finalizer(&cms, "outage", CONFIGMAP_IN_USE, true).await;
+    wait_finalizer(&cms, "kept", CONFIGMAP_IN_USE, true).await;
+    // Written before the finalizer was added.
+    let recorded = ledger(cms.clone()).await;
+    assert!(recorded.contains(&line), "ledger: {recorded:?}");
+    op.shutdown().await;
+
+    // The outage: one Config goes, nobody is watching.
+    configs
+        .delete("outage", &DeleteParams::default())
+        .await
+        .expect("delete config");
+    wait_gone(&configs, "outage").await;
+    assert_eq!(
+        has_finalizer(&cms, "outage", CONFIGMAP_IN_USE).await,
+        Some(true)
+    );
+
+    let _op = operator(&ns).await;
+    wait_finalizer(&cms, "outage", CONFIGMAP_IN_USE, false).await;
+    wait_for("the ledger drops the released ConfigMap", || {
+        let cms = cms.clone();
+        let line = line.clone();
+        async move { (!ledger(cms).await.contains(&line)).then_some(()) }
+    })
+    .await;
+    // The one still referenced keeps its finalizer and its ledger line.
+    assert_eq!(
+        has_finalizer(&cms, "kept", CONFIGMAP_IN_USE).await,
+        Some(true)
+    );
+    assert!(
+        ledger(cms.clone())
+            .await
+            .contains(&format!("ConfigMap {ns}/kept\n"))
+    );
+}

@@ -65,6 +65,7 @@ pub async fn start(
             resync_interval: Duration::from_secs(3600),
             concurrency: 4,
             instance: "test".to_owned(),
+            state_namespace: Some(ns.to_owned()),
         },
     );
     tokio::time::timeout(DEADLINE, running.wait_ready())
