@@ -25,8 +25,11 @@
 //! # Statistics segments, and why they cannot double count
 //!
 //! Each server counts downloads in memory, per day, driver version, arch, target, kernel
-//! release and version, and client family/version, together with the set of keyed hashes of
-//! the client addresses (the address itself is never stored). Every flush interval (and on
+//! release and version, and client family/version, together with the set of distinct client
+//! addresses; the address itself is never stored: it stays in memory for one flush interval at
+//! most and the segment holds its keyed hash. Counting a download is one map lookup under a lock,
+//! with no allocation once its key has been seen (parsing, date formatting and hashing happen at
+//! flush), so statistics cost no measurable throughput. Every flush interval (and on
 //! shutdown) the counters are moved out of memory into an immutable *segment* written under a
 //! key no other writer uses: `<writer>` is random per process start, `<seq>` increases per
 //! flush. A segment whose upload failed is retried with the same key and the same bytes, so a

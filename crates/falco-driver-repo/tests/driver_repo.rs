@@ -169,18 +169,7 @@ async fn publish_serve_download_garage() {
 
 /// Range, ETag/If-None-Match, Last-Modified/If-Modified-Since, HEAD.
 async fn range_etag_304(backend: Backend) {
-    let (private, _public, _keys) = keys();
-    let src = tempfile::tempdir().unwrap();
-    let ko = write_driver(src.path(), V, "x86_64", KO, 7, 100_000);
-    cli_ok(
-        &backend,
-        &[
-            "publish",
-            src.path().to_str().unwrap(),
-            "--signing-key",
-            private.to_str().unwrap(),
-        ],
-    );
+    let ko = publish_one(&backend, 7, 100_000).await;
     let server = Server::start(&backend, &[]);
     let url = server.url(&format!("/driver/{V_URL}/x86_64/{KO}"));
     let c = client();
@@ -268,18 +257,7 @@ async fn range_etag_304(backend: Backend) {
 #[tokio::test(flavor = "multi_thread")]
 async fn multi_chunk_driver_is_served_whole() {
     let backend = Backend::local();
-    let (private, _public, _keys) = keys();
-    let src = tempfile::tempdir().unwrap();
-    let ko = write_driver(src.path(), V, "x86_64", KO, 11, 700_001);
-    cli_ok(
-        &backend,
-        &[
-            "publish",
-            src.path().to_str().unwrap(),
-            "--signing-key",
-            private.to_str().unwrap(),
-        ],
-    );
+    let ko = publish_one(&backend, 11, 700_001).await;
     let server = Server::start(&backend, &[]);
     let url = server.url(&format!("/driver/{V_URL}/x86_64/{KO}"));
     let c = client();
@@ -373,10 +351,11 @@ async fn download_many(server: &Server, n: usize, forwarded: impl Fn(usize) -> O
     assert!(results.iter().all(|s| *s == StatusCode::OK));
 }
 
-async fn publish_one(backend: &Backend, len: usize) {
+/// Publishes one driver `KO` of `len` bytes (content from `seed`); returns its bytes.
+async fn publish_one(backend: &Backend, seed: u64, len: usize) -> Vec<u8> {
     let (private, _public, _keys) = keys();
     let src = tempfile::tempdir().unwrap();
-    write_driver(src.path(), V, "x86_64", KO, 1, len);
+    let ko = write_driver(src.path(), V, "x86_64", KO, seed, len);
     cli_ok(
         backend,
         &[
@@ -386,6 +365,7 @@ async fn publish_one(backend: &Backend, len: usize) {
             private.to_str().unwrap(),
         ],
     );
+    ko
 }
 
 async fn total_downloads(backend: &Backend) -> u64 {
@@ -395,7 +375,7 @@ async fn total_downloads(backend: &Backend) -> u64 {
 /// 1,000 concurrent downloads are counted exactly; a kill -9 after a flush loses nothing
 /// flushed and a restarted server counts nothing twice.
 async fn stats_exact(backend: Backend) {
-    publish_one(&backend, 2000).await;
+    publish_one(&backend, 1, 2000).await;
     let server = Server::start(&backend, &["--stats-flush-interval", "1"]);
     download_many(&server, 1000, |_| None).await;
     let stats = &backend;
@@ -440,7 +420,7 @@ async fn stats_exact_garage() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_share_storage_garage() {
     let backend = Backend::garage();
-    publish_one(&backend, 1000).await;
+    publish_one(&backend, 1, 1000).await;
     let a = Server::start(&backend, &["--trust-forwarded-for"]);
     let b = Server::start(&backend, &["--trust-forwarded-for"]);
     tokio::join!(
@@ -588,7 +568,7 @@ async fn gc_dry_run_then_delete_garage() {
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_outage_under_load_garage() {
     let mut backend = Backend::garage();
-    publish_one(&backend, 5000).await;
+    publish_one(&backend, 1, 5000).await;
     let server = Server::start(
         &backend,
         &[
@@ -659,7 +639,7 @@ async fn s3_outage_under_load_garage() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_get_4xx() {
     let backend = Backend::local();
-    publish_one(&backend, 100).await;
+    publish_one(&backend, 1, 100).await;
     // A file outside driver/ that traversal would reach.
     if let Backend::Local(dir) = &backend {
         std::fs::write(dir.path().join("secret"), "secret").unwrap();

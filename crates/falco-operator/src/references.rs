@@ -102,28 +102,41 @@ pub fn parse_ledger(text: &str) -> BTreeSet<Reference> {
         .collect()
 }
 
-/// The ledger of protected references, mirrored in memory.
+/// The ledger of protected references, mirrored in memory once read: every change is made to
+/// the stored set (read first if need be), never to a blank one, so a write cannot drop entries
+/// an earlier process recorded.
 struct Ledger {
     api: Api<ConfigMap>,
-    recorded: tokio::sync::Mutex<BTreeSet<Reference>>,
+    recorded: tokio::sync::Mutex<Option<BTreeSet<Reference>>>,
 }
 
 impl Ledger {
     /// Reads the stored ledger (absent: empty).
-    async fn load(&self) -> Result<BTreeSet<Reference>, kube::Error> {
+    async fn read(&self) -> Result<BTreeSet<Reference>, kube::Error> {
         let stored = self.api.get_opt(LEDGER_NAME).await?;
-        let refs = stored
+        Ok(stored
             .and_then(|cm| cm.data)
             .and_then(|mut d| d.remove(LEDGER_KEY))
             .map(|text| parse_ledger(&text))
-            .unwrap_or_default();
-        *self.recorded.lock().await = refs.clone();
-        Ok(refs)
+            .unwrap_or_default())
+    }
+
+    /// The recorded references (read from the API server on first use).
+    async fn load(&self) -> Result<BTreeSet<Reference>, kube::Error> {
+        let mut recorded = self.recorded.lock().await;
+        if recorded.is_none() {
+            *recorded = Some(self.read().await?);
+        }
+        Ok(recorded.clone().unwrap_or_default())
     }
 
     /// Records `r` as protected (`true`) or not (`false`); writes the ledger when that changes it.
     async fn record(&self, r: &Reference, protected: bool) -> Result<(), kube::Error> {
-        let mut recorded = self.recorded.lock().await;
+        let mut guard = self.recorded.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.read().await?);
+        }
+        let recorded = guard.get_or_insert_with(BTreeSet::new);
         let changed = if protected {
             recorded.insert(r.clone())
         } else {
@@ -132,7 +145,7 @@ impl Ledger {
         if !changed {
             return Ok(());
         }
-        let text = ledger_text(&recorded);
+        let text = ledger_text(recorded);
         if text.len() > LEDGER_MAX_BYTES {
             tracing::error!(
                 references = recorded.len(),
@@ -440,7 +453,9 @@ impl References {
         let sweep = async {
             let Some(ledger) = &ledger else { return };
             primed.await;
+            tracing::debug!("ledger sweep: CR references primed");
             self.artifacts_listed().await;
+            tracing::debug!("ledger sweep: artifacts listed");
             let mut delay = Duration::from_secs(1);
             let recorded = loop {
                 match ledger.load().await {

@@ -182,6 +182,7 @@ pub fn start(client: Client, metrics: Arc<Metrics>, config: RunConfig) -> Runnin
             }
         }
     };
+    let cr_stores = (falco_store.clone(), component_store.clone());
     let falco_ctrl = controller::<Falco>(
         (falco_store, falco_stream),
         controller_config.clone(),
@@ -228,6 +229,10 @@ pub fn start(client: Client, metrics: Arc<Metrics>, config: RunConfig) -> Runnin
     );
     let readiness = async move {
         caches.wait_until_ready().await;
+        // The CR caches too: kube's controller holds its reconciles until its store is ready, and
+        // a graceful shutdown before that point would wait for it forever.
+        let _ = cr_stores.0.wait_until_ready().await;
+        let _ = cr_stores.1.wait_until_ready().await;
         let _ = ready_tx.send(true);
         tracing::info!("Caches synced; reconciling");
         futures::future::pending::<()>().await;
