@@ -123,7 +123,7 @@
 //!   whole, for their status), and the caches keep per child two 128-bit hashes and its owner
 //!   ([`cache`]), not the object; the CR caches drop `managedFields` and kubectl's last-applied
 //!   copy; Events are created without kube's six-minute Event cache ([`events`]). With 1,000
-//!   Falco CRs the operator holds 40 MiB where upstream holds 154 MiB (`docs/benchmarks.md`).
+//!   Falco CRs the operator holds 35 MiB where upstream holds 150 MiB (`docs/benchmarks.md`).
 //! - **A `falco.yaml` overlay per instance** (`spec.config`) is deep-merged into the generated
 //!   ConfigMap; upstream needed a Config CR for any per-instance setting.
 
