@@ -121,22 +121,27 @@ impl Ledger {
             .unwrap_or_default())
     }
 
-    /// The recorded references (read from the API server on first use).
-    async fn load(&self) -> Result<BTreeSet<Reference>, kube::Error> {
-        let mut recorded = self.recorded.lock().await;
-        if recorded.is_none() {
-            *recorded = Some(self.read().await?);
+    /// The in-memory set, read from the API server on first use.
+    async fn loaded<'a>(
+        &self,
+        guard: &'a mut Option<BTreeSet<Reference>>,
+    ) -> Result<&'a mut BTreeSet<Reference>, kube::Error> {
+        if guard.is_none() {
+            *guard = Some(self.read().await?);
         }
-        Ok(recorded.clone().unwrap_or_default())
+        Ok(guard.get_or_insert_with(BTreeSet::new))
+    }
+
+    /// The recorded references.
+    async fn load(&self) -> Result<BTreeSet<Reference>, kube::Error> {
+        let mut guard = self.recorded.lock().await;
+        Ok(self.loaded(&mut guard).await?.clone())
     }
 
     /// Records `r` as protected (`true`) or not (`false`); writes the ledger when that changes it.
     async fn record(&self, r: &Reference, protected: bool) -> Result<(), kube::Error> {
         let mut guard = self.recorded.lock().await;
-        if guard.is_none() {
-            *guard = Some(self.read().await?);
-        }
-        let recorded = guard.get_or_insert_with(BTreeSet::new);
+        let recorded = self.loaded(&mut guard).await?;
         let changed = if protected {
             recorded.insert(r.clone())
         } else {

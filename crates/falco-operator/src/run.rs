@@ -168,18 +168,8 @@ pub fn start(client: Client, metrics: Arc<Metrics>, config: RunConfig) -> Runnin
         async move {
             let _ = falco_store.wait_until_ready().await;
             let _ = component_store.wait_until_ready().await;
-            for f in falco_store.state() {
-                let key = (Falco::KIND, f.namespace().unwrap_or_default(), f.name_any());
-                refs.set(key, references::of_falco(&f));
-            }
-            for c in component_store.state() {
-                let key = (
-                    Component::KIND,
-                    c.namespace().unwrap_or_default(),
-                    c.name_any(),
-                );
-                refs.set(key, references::of_component(&c));
-            }
+            prime(&falco_store, &refs);
+            prime(&component_store, &refs);
         }
     };
     let cr_stores = (falco_store.clone(), component_store.clone());
@@ -259,6 +249,14 @@ pub fn start(client: Client, metrics: Arc<Metrics>, config: RunConfig) -> Runnin
         resync: resync_tx,
         shutdown: Some(shutdown_tx),
         task,
+    }
+}
+
+/// Records the references of every CR in `store` (what their reconciles will record too).
+fn prime<I: Instance>(store: &Store<I>, refs: &References) {
+    for obj in store.state() {
+        let key = (I::KIND, obj.namespace().unwrap_or_default(), obj.name_any());
+        refs.set(key, obj.references());
     }
 }
 
