@@ -69,6 +69,8 @@ pub struct Cached {
     pub owned_fields: Option<Digest>,
     /// The owning CR from the owner labels: (kind, namespace, name).
     pub owner: Option<(String, String, String)>,
+    /// The cached version's `resourceVersion`, when it is a number (it is with etcd).
+    pub resource_version: Option<u64>,
 }
 
 /// What a cache keeps of one child.
@@ -82,6 +84,8 @@ struct Entry {
     owner: Option<(String, String, String)>,
     /// DaemonSet or Deployment reduced to `spec.replicas` and `status`.
     workload: Option<Workload>,
+    /// `resourceVersion`, when it is a number.
+    resource_version: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -108,6 +112,7 @@ impl Entry {
                 .and_then(labels::owner_from_labels)
                 .map(|(k, n, m)| (k.to_owned(), n.to_owned(), m.to_owned())),
             workload,
+            resource_version: resource_version(meta),
         }
     }
 
@@ -120,6 +125,7 @@ impl Entry {
                 .find(|(m, _)| *m == field_manager)
                 .map(|(_, h)| *h),
             owner: self.owner.clone(),
+            resource_version: self.resource_version,
         }
     }
 
@@ -145,6 +151,13 @@ pub fn owned_fields_hash(meta: &ObjectMeta, field_manager: &str) -> Option<Diges
         .map(|f| Digest::of_value(&f.0))
 }
 
+/// `resourceVersion` as a number. The API calls it opaque; etcd's revisions are numbers that grow
+/// with every write, and the only use here is "is the cache older than my own write", where
+/// anything unparsable answers "no" (and the apply is sent).
+pub fn resource_version(meta: &ObjectMeta) -> Option<u64> {
+    meta.resource_version.as_deref()?.parse().ok()
+}
+
 /// Key of a child: kind, namespace, name.
 pub type ChildKey = (ChildKind, Option<String>, String);
 
@@ -156,6 +169,16 @@ pub struct Applied {
     pub hash: Digest,
     /// [`owned_fields_hash`] of the apply's response.
     pub owned_fields: Option<Digest>,
+    /// The response's `resourceVersion`: until the cache holds this version or a later one, it
+    /// is older than this apply.
+    pub resource_version: Option<u64>,
+}
+
+impl Applied {
+    /// Whether `cached` is a version older than this apply (the watch has not delivered it yet).
+    pub fn is_newer_than(&self, cached: &Cached) -> bool {
+        matches!((self.resource_version, cached.resource_version), (Some(ours), Some(seen)) if seen < ours)
+    }
 }
 
 /// Namespace and name of a child within its kind.
@@ -207,6 +230,21 @@ impl Caches {
         field_manager: &str,
     ) -> Option<Cached> {
         Some(self.entry(kind, ns, name)?.cached(field_manager))
+    }
+
+    /// The namespaces holding a `kind` named `name`.
+    pub fn namespaces_of(&self, kind: ChildKind, name: &str) -> Vec<String> {
+        let Some(cache) = self.kinds.get(&kind) else {
+            return Vec::new();
+        };
+        cache
+            .entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .filter(|(_, n)| n == name)
+            .filter_map(|(ns, _)| ns.clone())
+            .collect()
     }
 
     /// The cached DaemonSet (`status` only).
