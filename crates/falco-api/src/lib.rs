@@ -18,6 +18,7 @@
 
 pub mod artifact;
 pub mod common;
+pub mod index;
 pub mod instance;
 pub mod reference;
 

@@ -1,18 +1,23 @@
 //! The controller: watches, sync passes, retries and the startup gate.
 //!
-//! Five watch streams, none cluster-wide: `Rulesfile`, `Plugin`, `Config` and `ConfigMap` in
-//! the Falco namespace, and this node's own `Node` (field selector `metadata.name=<node>`,
-//! metadata only). Every event wakes one *sync pass* over the artifacts selecting this node;
-//! events arriving during a pass coalesce into one more pass. A pass is cheap when nothing
-//! changed: each artifact is skipped unless its input (spec, referenced ConfigMap version)
-//! changed, a retry or a tag re-check is due, or one of its files vanished from disk. The
-//! pass ends by removing the files of artifacts that no longer select this node, rewriting the
-//! aggregated plugins configuration and writing this node's `NodeArtifacts` record if it changed.
+//! Two watch streams, none cluster-wide: the artifact index of the Falco namespace (one
+//! ConfigMap, field selector `metadata.name=falco-artifact-index`, kept by the instance operator,
+//! [`falco_api::index`]) and this node's own `Node` (field selector `metadata.name=<node>`,
+//! metadata only). The artifacts and ConfigMaps the index names are read by name when their
+//! version in the index changes ([`crate::index`]). Every event wakes one *sync pass* over the
+//! artifacts selecting this node; events arriving during a pass coalesce into one more pass. A
+//! pass is cheap when nothing changed: each artifact is skipped unless its input (spec,
+//! referenced ConfigMap version) changed, a retry or a tag re-check is due, or one of its files
+//! vanished from disk. The pass ends by removing the files of artifacts that no longer select
+//! this node, rewriting the aggregated plugins configuration and writing this node's
+//! `NodeArtifacts` record if it changed.
 //!
-//! The first pass runs once every watch has listed its objects; when it ends, `/readyz`
-//! turns ready. A failed artifact still counts (as upstream), so an unreachable registry
-//! cannot keep Falco from starting; it is retried with exponential backoff and jitter, never
-//! sooner than a registry's `Retry-After`.
+//! The first pass runs once both watches have listed; when it ends, `/readyz` turns ready. A
+//! failed artifact still counts (as upstream), so an unreachable registry cannot keep Falco from
+//! starting; it is retried with exponential backoff and jitter, never sooner than a registry's
+//! `Retry-After`. Without an index (no artifact was ever created in the namespace, or the
+//! instance operator has not written it yet) a pass changes nothing on disk: files are removed
+//! only when an index says their artifact is gone.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -20,7 +25,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use falco_api::{Config, NodeArtifact, NodeArtifactsStatus, Plugin, Rulesfile};
+use falco_api::index::INDEX_CONFIG_MAP;
+use falco_api::{NodeArtifact, NodeArtifactsStatus};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
 use kube::api::{Api, PartialObjectMeta};
@@ -30,6 +36,7 @@ use kube::{Client, ResourceExt};
 use tokio::sync::Notify;
 
 use crate::cosign::{self, PublicKey};
+use crate::index::Objects;
 use crate::metrics::{FailureLabels, KindLabel, Metrics, PullLabels};
 use crate::oci::{Auth, Limits, PullOutcome, Puller, RegistryConfig, RetryPolicy};
 use crate::reconcile::{self, Artifact, ArtifactKind, OciSource};
@@ -67,13 +74,11 @@ pub struct Settings {
     pub limits: Limits,
 }
 
-/// The watch caches a pass reads.
+/// What a pass reads: the two watch caches and the objects the index names.
 struct Caches {
-    rulesfiles: Store<Rulesfile>,
-    plugins: Store<Plugin>,
-    configs: Store<Config>,
-    config_maps: Store<ConfigMap>,
+    index: Store<ConfigMap>,
     nodes: Store<PartialObjectMeta<Node>>,
+    objects: Objects,
 }
 
 /// What the controller remembers about one artifact between passes.
@@ -121,31 +126,6 @@ where
     });
 }
 
-fn watch_namespaced<K>(
-    client: &Client,
-    namespace: &str,
-    notify: &Arc<Notify>,
-    what: &'static str,
-) -> Store<K>
-where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
-    );
-    spawn_watch(stream, notify.clone(), what);
-    reader
-}
-
 /// Runs the controller until `shutdown` completes. `ready` is set after the first full sync.
 pub async fn run(
     client: Client,
@@ -156,11 +136,16 @@ pub async fn run(
 ) -> Result<()> {
     let notify = Arc::new(Notify::new());
     let ns = settings.namespace.clone();
-    let caches = Caches {
-        rulesfiles: watch_namespaced(&client, &ns, &notify, "rulesfiles"),
-        plugins: watch_namespaced(&client, &ns, &notify, "plugins"),
-        configs: watch_namespaced(&client, &ns, &notify, "configs"),
-        config_maps: watch_namespaced(&client, &ns, &notify, "configmaps"),
+    let mut caches = Caches {
+        index: {
+            let (reader, writer) = reflector::store();
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+            let config =
+                watcher::Config::default().fields(&format!("metadata.name={INDEX_CONFIG_MAP}"));
+            let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+            spawn_watch(stream, notify.clone(), "index");
+            reader
+        },
         nodes: {
             let (reader, writer) = reflector::store();
             // Metadata only: labels and uid are all a pass needs from the Node.
@@ -171,6 +156,7 @@ pub async fn run(
             spawn_watch(stream, notify.clone(), "node");
             reader
         },
+        objects: Objects::default(),
     };
     let store = store::Store::open(settings.dirs.clone())?;
     let reporter = Reporter::new(Api::namespaced(client.clone(), &ns), &settings.node_name);
@@ -187,10 +173,7 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     let synced = async {
         for (what, ready) in [
-            ("rulesfiles", caches.rulesfiles.wait_until_ready().await),
-            ("plugins", caches.plugins.wait_until_ready().await),
-            ("configs", caches.configs.wait_until_ready().await),
-            ("configmaps", caches.config_maps.wait_until_ready().await),
+            ("index", caches.index.wait_until_ready().await),
             ("node", caches.nodes.wait_until_ready().await),
         ] {
             if ready.is_err() {
@@ -204,7 +187,7 @@ pub async fn run(
     }
     tracing::info!(node = %controller.settings.node_name, "watches synced, first sync pass");
     loop {
-        let wake = controller.pass(&caches).await;
+        let wake = controller.pass(&mut caches).await;
         if !ready.swap(true, Ordering::AcqRel) {
             controller.metrics.ready.set(1);
             tracing::info!("first sync done, ready");
@@ -232,8 +215,18 @@ fn jitter(seed: &str) -> f64 {
 
 impl Controller {
     /// One sync pass; returns when the next one is due without any event.
-    async fn pass(&mut self, caches: &Caches) -> Option<Duration> {
+    async fn pass(&mut self, caches: &mut Caches) -> Option<Duration> {
         self.metrics.passes.inc();
+        let ns = self.settings.namespace.clone();
+        let Some(index) = caches
+            .index
+            .get(&ObjectRef::new(INDEX_CONFIG_MAP).within(&ns))
+            .map(|cm| falco_api::index::decode(&cm.data.clone().unwrap_or_default()))
+        else {
+            tracing::warn!(namespace = %ns, "no artifact index ({INDEX_CONFIG_MAP}) in the namespace yet: nothing to deliver, files kept");
+            return None;
+        };
+        let refresh = caches.objects.refresh(&self.client, &ns, &index).await;
         let node = caches
             .nodes
             .state()
@@ -245,10 +238,7 @@ impl Controller {
             .unwrap_or_default();
         let node_uid = node.as_ref().and_then(|n| n.metadata.uid.clone());
 
-        let mut artifacts: Vec<Artifact> = Vec::new();
-        artifacts.extend(live(caches.rulesfiles.state()).map(|r| Artifact::from(&*r)));
-        artifacts.extend(live(caches.plugins.state()).map(|p| Artifact::from(&*p)));
-        artifacts.extend(live(caches.configs.state()).map(|c| Artifact::from(&*c)));
+        let mut artifacts: Vec<Artifact> = caches.objects.artifacts().cloned().collect();
         artifacts.retain(|a| match crate::selector::matches(a.selector.as_ref(), &labels) {
             Ok(selected) => selected,
             Err(e) => {
@@ -272,17 +262,19 @@ impl Controller {
         let mut plugin_entries = Vec::new();
         let mut entries = Vec::new();
         let mut wake: Option<Instant> = None;
+        if refresh.failures > 0 {
+            wake = Some(now + STATUS_RETRY);
+        }
         let mut selected_ids = HashSet::new();
         for artifact in &artifacts {
             let id = (artifact.kind, artifact.name.clone());
             selected_ids.insert(id.clone());
-            let config_map = artifact.config_map.as_ref().and_then(|name| {
-                caches
-                    .config_maps
-                    .get(&ObjectRef::new(name).within(&self.settings.namespace))
-            });
-            let hash = reconcile::input_hash(artifact, config_map.as_deref());
-            let plan = reconcile::build(artifact, config_map.as_deref());
+            let config_map = artifact
+                .config_map
+                .as_ref()
+                .and_then(|name| caches.objects.config_map(name));
+            let hash = reconcile::input_hash(artifact, config_map);
+            let plan = reconcile::build(artifact, config_map);
             keep.extend(plan.keys.iter().cloned());
             let files_vanished = plan
                 .keys
@@ -597,11 +589,4 @@ impl Controller {
         self.pullers.insert(key, puller.clone());
         Ok(puller)
     }
-}
-
-/// Objects not being deleted: a CR with a deletion timestamp is treated as gone.
-fn live<K: kube::Resource>(objects: Vec<Arc<K>>) -> impl Iterator<Item = Arc<K>> {
-    objects
-        .into_iter()
-        .filter(|o| o.meta().deletion_timestamp.is_none())
 }

@@ -156,9 +156,12 @@ fn files(dir: &Path) -> Vec<String> {
     names
 }
 
+/// A test namespace with the instance operator watching it: it keeps the namespace's artifact
+/// index, which is what the sidecars watch, and aggregates their records.
 struct Cluster {
     client: Client,
     ns: String,
+    _operator: falco_operator::run::Running,
 }
 
 impl Cluster {
@@ -166,7 +169,49 @@ impl Cluster {
         let cp = falco_testenv::shared();
         let client = cp.client().await.unwrap();
         let ns = cp.namespace(&client, prefix).await.unwrap();
-        Self { client, ns }
+        let mut operator = falco_operator::run::start(
+            client.clone(),
+            std::sync::Arc::new(falco_operator::metrics::Metrics::new()),
+            falco_operator::run::RunConfig {
+                namespace: Some(ns.clone()),
+                concurrency: 2,
+                instance: "sidecar-tests".to_owned(),
+                ..Default::default()
+            },
+        );
+        tokio::time::timeout(DEADLINE, operator.wait_ready())
+            .await
+            .expect("instance operator ready");
+        Self {
+            client,
+            ns,
+            _operator: operator,
+        }
+    }
+
+    /// Waits until the namespace's artifact index (kept by the instance operator) satisfies
+    /// `check`.
+    async fn wait_index(&self, what: &str, check: impl Fn(&BTreeMap<String, String>) -> bool) {
+        let api: Api<ConfigMap> = self.api();
+        wait_for(what, || async {
+            let data = api
+                .get_opt(falco_api::index::INDEX_CONFIG_MAP)
+                .await
+                .unwrap()?
+                .data
+                .unwrap_or_default();
+            check(&data).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until the index lists `keys` (`rulesfile.<name>`, …): a sidecar started then sees
+    /// them in its first pass, which the startup gate waits for.
+    async fn wait_indexed(&self, keys: &[&str]) {
+        self.wait_index(&format!("{keys:?} indexed"), |data| {
+            keys.iter().all(|k| data.contains_key(*k))
+        })
+        .await;
     }
 
     fn api<K>(&self) -> Api<K>
@@ -210,14 +255,32 @@ impl Cluster {
             + serde::Serialize,
     {
         let name = object["metadata"]["name"].as_str().unwrap().to_owned();
-        self.api::<K>()
+        let applied: K = self
+            .api::<K>()
             .patch(
                 &name,
                 &PatchParams::apply("test").force(),
                 &Patch::Apply(&object),
             )
             .await
-            .unwrap_or_else(|e| panic!("apply {name}: {e}"))
+            .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+        // An artifact reaches the sidecars through the index: wait until it lists this version,
+        // so that what a test does next (start a sidecar, stop one) sees it.
+        let kind = K::kind(&()).to_ascii_lowercase();
+        if ["rulesfile", "plugin", "config"].contains(&kind.as_str()) {
+            let meta = applied.meta();
+            let want = format!(
+                "{}/{}",
+                meta.uid.clone().unwrap_or_default(),
+                meta.generation.unwrap_or_default()
+            );
+            let key = format!("{kind}.{name}");
+            self.wait_index(&format!("{key} = {want} in the index"), |data| {
+                data.get(&key) == Some(&want)
+            })
+            .await;
+        }
+        applied
     }
 
     async fn record(&self, node: &str) -> Option<NodeArtifacts> {
@@ -373,7 +436,10 @@ async fn every_source_priority_order_updates_and_removal() {
         }))
         .await;
 
-    // The startup gate: ready only once everything that existed at start is on disk.
+    // The startup gate: ready only once everything indexed at start is on disk.
+    cluster
+        .wait_indexed(&["configmap.rules-cm", "configmap.config-cm"])
+        .await;
     let mut sidecar = Sidecar::start(&cluster.ns, &node, &[]);
     sidecar.wait_ready().await;
     assert_eq!(
@@ -812,6 +878,11 @@ async fn restart_keeps_files_and_cleans_what_changed_meanwhile() {
             "keep",
             json!({"priority": 70, "inlineRules": [{"macro": "keep", "condition": "evt.num > 0"}]}),
         ))
+        .await;
+    cluster
+        .wait_index("the deletion indexed", |data| {
+            !data.contains_key("rulesfile.drop")
+        })
         .await;
     let mut sidecar = Sidecar::start_in(root, &cluster.ns, &node, &[]);
     sidecar.wait_ready().await;

@@ -19,14 +19,17 @@ use std::time::Duration;
 use falco_api::artifact::aggregate_conditions;
 use falco_api::{ArtifactStatus, Config, NodeArtifacts, Plugin, Rulesfile};
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
+use crate::artifact_index::{self, ConfigMapVersions};
+use crate::cache::Caches;
 use crate::metrics::Metrics;
 use crate::run::api;
 
@@ -177,15 +180,35 @@ async fn sync_kind<K: Artifact>(
 /// Runs the aggregation until the future is dropped: watches `NodeArtifacts` and the three
 /// artifact kinds in `ns` (or all namespaces), and after every burst of changes (debounced by
 /// `debounce`) writes the statuses that differ.
-pub async fn run(client: Client, ns: Option<String>, metrics: Arc<Metrics>, debounce: Duration) {
+///
+/// The same loop keeps the artifact index of every namespace ([`crate::artifact_index`]).
+pub async fn run(
+    client: Client,
+    ns: Option<String>,
+    caches: Caches,
+    metrics: Arc<Metrics>,
+    debounce: Duration,
+) {
     let ns = ns.as_deref();
     let changed = Arc::new(Notify::new());
+    let versions = Arc::new(std::sync::Mutex::new(ConfigMapVersions::new()));
+    let config_maps = artifact_index::watch_config_maps(
+        api::<PartialObjectMeta<ConfigMap>>(&client, ns),
+        versions.clone(),
+        changed.clone(),
+    );
     let (nodes, nodes_watch) = watch(api::<NodeArtifacts>(&client, ns), changed.clone());
     let (rulesfiles, rulesfiles_watch) = watch(api::<Rulesfile>(&client, ns), changed.clone());
     let (plugins, plugins_watch) = watch(api::<Plugin>(&client, ns), changed.clone());
     let (configs, configs_watch) = watch(api::<Config>(&client, ns), changed.clone());
-    let watches =
-        futures::future::join4(nodes_watch, rulesfiles_watch, plugins_watch, configs_watch);
+    let watches = futures::future::join5(
+        nodes_watch,
+        rulesfiles_watch,
+        plugins_watch,
+        configs_watch,
+        config_maps,
+    );
+    let mut written = std::collections::HashMap::new();
     let writer = async {
         let _ = nodes.wait_until_ready().await;
         let _ = rulesfiles.wait_until_ready().await;
@@ -210,7 +233,30 @@ pub async fn run(client: Client, ns: Option<String>, metrics: Arc<Metrics>, debo
             if writes > 0 {
                 tracing::debug!(writes, "Aggregated artifact statuses written");
             }
-            changed.notified().await;
+
+            let started = std::time::Instant::now();
+            let mut indexes = BTreeMap::new();
+            {
+                let versions = versions
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                artifact_index::add(&mut indexes, &rulesfiles.state(), &versions);
+                artifact_index::add(&mut indexes, &plugins.state(), &versions);
+                artifact_index::add(&mut indexes, &configs.state(), &versions);
+            }
+            let (writes, failed) =
+                artifact_index::sync(&client, &caches, &mut written, indexes).await;
+            metrics.reconciled(
+                "artifact-index",
+                started.elapsed(),
+                failed.then_some("index"),
+            );
+            if writes > 0 {
+                tracing::debug!(writes, "Artifact indexes written");
+            }
+            // Also once a minute without events: an index someone deleted comes back (an
+            // unchanged cluster still costs no request).
+            let _ = tokio::time::timeout(Duration::from_secs(60), changed.notified()).await;
             tokio::time::sleep(debounce).await;
         }
     };

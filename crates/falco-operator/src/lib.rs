@@ -129,6 +129,7 @@
 
 pub mod aggregate;
 pub mod apply;
+pub mod artifact_index;
 pub mod availability;
 pub mod cache;
 pub mod children;

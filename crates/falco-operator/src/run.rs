@@ -214,6 +214,7 @@ pub fn start(client: Client, metrics: Arc<Metrics>, config: RunConfig) -> Runnin
     let aggregation = crate::aggregate::run(
         client.clone(),
         config.namespace.clone(),
+        caches.clone(),
         metrics.clone(),
         Duration::from_millis(200),
     );

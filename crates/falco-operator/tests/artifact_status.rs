@@ -1,11 +1,16 @@
 //! The shared artifacts' status, aggregated by the operator from the per-node `NodeArtifacts`
 //! records the sidecars write (written here through the API as the sidecars would): constant
 //! size, False wins and names the node, a deleted node's record drops out, and an unchanged
-//! cluster costs no request.
+//! cluster costs no request. Also the artifact index the sidecars watch instead of the
+//! artifacts themselves.
 
 mod support;
 
-use falco_api::{NodeArtifacts, Rulesfile};
+use std::collections::BTreeMap;
+
+use falco_api::index::INDEX_CONFIG_MAP;
+use falco_api::{Config, NodeArtifacts, Rulesfile};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::*;
@@ -150,5 +155,165 @@ async fn shared_status_is_aggregated_from_the_node_records() {
         before,
         "an unchanged aggregate must not be written"
     );
+    running.shutdown().await;
+}
+
+/// The namespace's artifact index, as the sidecars read it.
+async fn index(api: &Api<ConfigMap>) -> Option<(String, BTreeMap<String, String>)> {
+    let cm = api.get_opt(INDEX_CONFIG_MAP).await.expect("get index")?;
+    Some((
+        cm.metadata.resource_version.unwrap_or_default(),
+        cm.data.unwrap_or_default(),
+    ))
+}
+
+async fn wait_index(
+    api: &Api<ConfigMap>,
+    what: &str,
+    check: impl Fn(&BTreeMap<String, String>) -> bool,
+) -> String {
+    wait_for(what, || async {
+        let (rv, data) = index(api).await?;
+        check(&data).then_some(rv)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_artifact_index_follows_artifacts_and_their_config_maps() {
+    let (client, ns) = setup("index").await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let rulesfiles: Api<Rulesfile> = Api::namespaced(client.clone(), &ns);
+    let configs: Api<Config> = Api::namespaced(client.clone(), &ns);
+    config_maps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "extra"}, "data": {"falco.yaml": "json_output: true\n"}
+            }))
+            .expect("configmap"),
+        )
+        .await
+        .expect("create configmap");
+    let rules = rulesfiles
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "artifact.falcosecurity.dev/v1alpha1", "kind": "Rulesfile",
+                "metadata": {"name": "rules"}, "spec": {"inlineRules": [{"list": "l", "items": []}]}
+            }))
+            .expect("rulesfile"),
+        )
+        .await
+        .expect("create rulesfile");
+    let config = configs
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "artifact.falcosecurity.dev/v1alpha1", "kind": "Config",
+                "metadata": {"name": "cfg"}, "spec": {"configMapRef": {"name": "extra"}}
+            }))
+            .expect("config"),
+        )
+        .await
+        .expect("create config");
+    let running = operator(&ns).await;
+
+    // Every artifact with uid and generation, and the ConfigMap one of them reads at its current
+    // version (the operator's in-use finalizer moved it since its creation).
+    let uid = |o: &kube::api::ObjectMeta| o.uid.clone().expect("uid");
+    wait_for("the first index", || async {
+        let current = config_maps
+            .get("extra")
+            .await
+            .ok()?
+            .metadata
+            .resource_version?;
+        let want: BTreeMap<String, String> = [
+            (
+                "config.cfg".to_owned(),
+                format!("{}/1", uid(&config.metadata)),
+            ),
+            ("configmap.extra".to_owned(), current),
+            (
+                "rulesfile.rules".to_owned(),
+                format!("{}/1", uid(&rules.metadata)),
+            ),
+        ]
+        .into();
+        (index(&config_maps).await?.1 == want).then_some(())
+    })
+    .await;
+
+    // The ConfigMap's content changes: its new version is indexed.
+    let changed = config_maps
+        .patch(
+            "extra",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"falco.yaml": "json_output: false\n"}})),
+        )
+        .await
+        .expect("patch configmap");
+    let new_rv = changed.metadata.resource_version.expect("rv");
+    wait_index(&config_maps, "the ConfigMap's new version", |data| {
+        data.get("configmap.extra") == Some(&new_rv)
+    })
+    .await;
+
+    // A spec change moves the generation; a deleted artifact leaves the index.
+    rulesfiles
+        .patch(
+            "rules",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"priority": 60}})),
+        )
+        .await
+        .expect("patch rulesfile");
+    configs
+        .delete("cfg", &DeleteParams::default())
+        .await
+        .expect("delete config");
+    let rv = wait_index(
+        &config_maps,
+        "generation 2, cfg and its ConfigMap gone",
+        |data| {
+            data.len() == 1
+                && data.get("rulesfile.rules") == Some(&format!("{}/2", uid(&rules.metadata)))
+        },
+    )
+    .await;
+
+    // A change of a ConfigMap no artifact reads writes nothing.
+    let before = running.metrics.api_requests();
+    let reconciles = running.metrics.reconciles();
+    config_maps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "unrelated"}})).expect("cm"),
+        )
+        .await
+        .expect("create unrelated");
+    wait_for("the pass after the unrelated change", || async {
+        (running.metrics.reconciles() > reconciles).then_some(())
+    })
+    .await;
+    assert_eq!(running.metrics.api_requests(), before);
+    running.shutdown().await;
+
+    // A restarted operator finds its index current and does not write it again.
+    let running = operator(&ns).await;
+    let reconciles = running.metrics.reconciles();
+    wait_for("the restarted operator's first pass", || async {
+        (running.metrics.reconciles() > reconciles).then_some(())
+    })
+    .await;
+    assert_eq!(index(&config_maps).await.expect("index").0, rv);
+
+    // The last artifact goes: the index stays, empty, so the sidecars remove their files.
+    rulesfiles
+        .delete("rules", &DeleteParams::default())
+        .await
+        .expect("delete rulesfile");
+    wait_index(&config_maps, "an empty index", BTreeMap::is_empty).await;
     running.shutdown().await;
 }

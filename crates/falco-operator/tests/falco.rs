@@ -62,15 +62,43 @@ async fn a_falco_becomes_exactly_its_children_and_goes_away_with_them() {
     let rules = to_json(&role.rules);
     assert_eq!(
         rules[0],
-        json!({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]})
+        json!({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]})
     );
-    assert_eq!(rules.as_array().map(Vec::len), Some(5));
+    assert_eq!(rules.as_array().map(Vec::len), Some(6));
     let rb = Api::<RoleBinding>::namespaced(client.clone(), &ns)
         .get("falco")
         .await
         .expect("rb");
     assert_eq!(rb.role_ref.name, "falco");
     assert_eq!(rb.subjects.as_ref().unwrap()[0].name, "falco");
+
+    // The sidecar's rights, as the API server enforces them for the pod's ServiceAccount: it may
+    // list and watch the artifact index by name and read artifacts by name, nothing more.
+    let sidecar = falco_testenv::shared()
+        .client_as(&format!("system:serviceaccount:{ns}:falco"), None)
+        .await
+        .expect("client as the ServiceAccount");
+    let forbidden =
+        |r: Result<_, kube::Error>| matches!(r, Err(kube::Error::Api(e)) if e.code == 403);
+    let config_maps: Api<ConfigMap> = Api::namespaced(sidecar.clone(), &ns);
+    config_maps
+        .list(&ListParams::default().fields("metadata.name=falco-artifact-index"))
+        .await
+        .expect("the index may be listed by name");
+    assert!(forbidden(
+        config_maps.list(&ListParams::default()).await.map(|_| ())
+    ));
+    let rulesfiles: Api<falco_api::Rulesfile> = Api::namespaced(sidecar, &ns);
+    assert!(
+        rulesfiles
+            .get_opt("any")
+            .await
+            .expect("get by name")
+            .is_none()
+    );
+    assert!(forbidden(
+        rulesfiles.list(&ListParams::default()).await.map(|_| ())
+    ));
 
     // Cluster-scoped RBAC, found by the owner labels.
     let selector = labels::owner_selector("Falco", &ns, "falco");

@@ -214,19 +214,20 @@ pub fn build(falco: &Falco, operator: &OperatorConfig) -> Result<FalcoChildren> 
     })
 }
 
-/// Rules of the namespaced Role: what the artifact-operator sidecar reads and writes. It only
-/// reads the shared artifacts (their status is written by this operator alone, aggregated from
-/// the per-node records), reads Secrets by name, and writes its own node's `NodeArtifacts`.
+/// Rules of the namespaced Role: what the artifact-operator sidecar reads and writes. It watches
+/// only the artifact index (list/watch limited to that one name) and reads by name what the index
+/// names: the shared artifacts (their status is written by this operator alone, aggregated from
+/// the per-node records) and ConfigMaps; it reads Secrets by name, and writes its own node's
+/// `NodeArtifacts`.
 fn role_rules() -> Vec<PolicyRule> {
     let artifact = falco_api::ARTIFACT_GROUP;
+    let mut index = rule(&[""], &["configmaps"], &["list", "watch"]);
+    index.resource_names = Some(vec![falco_api::index::INDEX_CONFIG_MAP.to_owned()]);
     vec![
-        rule(&[""], &["configmaps"], &["get", "list", "watch"]),
+        rule(&[""], &["configmaps"], &["get"]),
+        index,
         rule(&[""], &["secrets"], &["get"]),
-        rule(
-            &[artifact],
-            &["configs", "rulesfiles", "plugins"],
-            &["get", "list", "watch"],
-        ),
+        rule(&[artifact], &["configs", "rulesfiles", "plugins"], &["get"]),
         rule(&[artifact], &["nodeartifacts"], &["get", "create", "patch"]),
         rule(&[artifact], &["nodeartifacts/status"], &["get", "patch"]),
     ]

@@ -536,10 +536,12 @@ fn rbac_rules_and_bindings() {
     assert_eq!(
         json_of(&c.role.rules),
         json!([
-            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["falco-artifact-index"],
+             "verbs": ["list", "watch"]},
             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
             {"apiGroups": ["artifact.falcosecurity.dev"], "resources": ["configs", "rulesfiles", "plugins"],
-             "verbs": ["get", "list", "watch"]},
+             "verbs": ["get"]},
             {"apiGroups": ["artifact.falcosecurity.dev"], "resources": ["nodeartifacts"],
              "verbs": ["get", "create", "patch"]},
             {"apiGroups": ["artifact.falcosecurity.dev"], "resources": ["nodeartifacts/status"],
