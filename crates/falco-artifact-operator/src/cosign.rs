@@ -1089,6 +1089,24 @@ mod tests {
     }
 
     #[test]
+    fn keyless_issuer_falls_back_to_the_legacy_extension() {
+        let fulcio = Fulcio::new("sigstore");
+        let leaf = fulcio.leaf_with_legacy_issuer(IDENTITY, ISSUER, NOT_BEFORE, NOT_AFTER);
+        let signed = fulcio.sign(&leaf, &payload(), SIGNED_AT);
+        let root = TrustedRoot::from_json(fulcio.trusted_root().as_bytes()).unwrap();
+        verify_keyless(&expected(), Some(&root), "r/x:1", DIGEST, &[layer(&signed)]).unwrap();
+        let other = KeylessIdentity {
+            issuer: "https://accounts.example".to_owned(),
+            ..expected()
+        };
+        let err = refusal(&fulcio, &other, layer(&signed));
+        assert!(
+            err.contains("certificate issuer https://issuer.example is not"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn keyless_certificate_of_an_untrusted_root_is_refused() {
         let fulcio = Fulcio::new("sigstore");
         let rogue = Fulcio::new("sigstore");

@@ -49,6 +49,13 @@ pub struct Leaf {
     key: p256::ecdsa::SigningKey,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Standard,
+    NoCodeSigning,
+    LegacyIssuer,
+}
+
 /// A certificate authority and a transparency log.
 pub struct Fulcio {
     root: CertifiedIssuer<'static, KeyPair>,
@@ -154,7 +161,7 @@ impl Fulcio {
     /// A leaf for `identity` (email, or URI if it has `://`) from `issuer`, valid
     /// `not_before..not_after` (unix seconds).
     pub fn leaf(&self, identity: &str, issuer: &str, not_before: i64, not_after: i64) -> Leaf {
-        self.make_leaf(identity, issuer, not_before, not_after, true)
+        self.make_leaf(identity, issuer, not_before, not_after, Variant::Standard)
     }
 
     /// As [`Fulcio::leaf`], without the code-signing extended key usage.
@@ -165,7 +172,31 @@ impl Fulcio {
         not_before: i64,
         not_after: i64,
     ) -> Leaf {
-        self.make_leaf(identity, issuer, not_before, not_after, false)
+        self.make_leaf(
+            identity,
+            issuer,
+            not_before,
+            not_after,
+            Variant::NoCodeSigning,
+        )
+    }
+
+    /// As [`Fulcio::leaf`], with only the legacy issuer extension (`1.3.6.1.4.1.57264.1.1`),
+    /// as Fulcio issued before 2023.
+    pub fn leaf_with_legacy_issuer(
+        &self,
+        identity: &str,
+        issuer: &str,
+        not_before: i64,
+        not_after: i64,
+    ) -> Leaf {
+        self.make_leaf(
+            identity,
+            issuer,
+            not_before,
+            not_after,
+            Variant::LegacyIssuer,
+        )
     }
 
     fn make_leaf(
@@ -174,7 +205,7 @@ impl Fulcio {
         issuer: &str,
         not_before: i64,
         not_after: i64,
-        code_signing: bool,
+        variant: Variant,
     ) -> Leaf {
         let (pair, key) = p256_pair();
         let mut params = CertificateParams::default();
@@ -183,7 +214,7 @@ impl Fulcio {
         params.not_before = at(not_before);
         params.not_after = at(not_after);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = if code_signing {
+        params.extended_key_usages = if variant != Variant::NoCodeSigning {
             vec![ExtendedKeyUsagePurpose::CodeSigning]
         } else {
             vec![ExtendedKeyUsagePurpose::ServerAuth]
@@ -194,13 +225,18 @@ impl Fulcio {
         } else {
             SanType::Rfc822Name(name)
         }];
-        params.custom_extensions = vec![
-            CustomExtension::from_oid_content(
-                &[1, 3, 6, 1, 4, 1, 57264, 1, 1],
-                issuer.as_bytes().to_vec(),
-            ),
-            CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 57264, 1, 8], der_utf8(issuer)),
-        ];
+        params.custom_extensions = vec![CustomExtension::from_oid_content(
+            &[1, 3, 6, 1, 4, 1, 57264, 1, 1],
+            issuer.as_bytes().to_vec(),
+        )];
+        if variant != Variant::LegacyIssuer {
+            params
+                .custom_extensions
+                .push(CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 4, 1, 57264, 1, 8],
+                    der_utf8(issuer),
+                ));
+        }
         let certificate = params.signed_by(&pair, &self.intermediate).unwrap();
         Leaf {
             pem: certificate.pem(),
