@@ -181,20 +181,44 @@ pub struct ConfigSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SignatureVerification {
-    /// Verify a cosign signature made with a key pair.
+    /// Verify a cosign signature, made with a key pair or keyless.
     pub cosign: CosignVerification,
 }
 
-/// A cosign key-pair signature: the signature manifest is read from the tag
-/// `sha256-<digest>.sig` of the artifact's repository, and its simple-signing payload must name
-/// the artifact's digest. Keyless (Fulcio/Rekor) verification is not supported.
+/// A cosign signature: the signature manifest is read from the tag `sha256-<digest>.sig` of the
+/// artifact's repository, and its simple-signing payload must name the artifact's digest. Set
+/// exactly one of `publicKey` (key pair) and `keyless` (Fulcio certificate and Rekor entry,
+/// checked offline against the trusted root the artifact operator is given with
+/// `--cosign-trusted-root`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.publicKey) != has(self.keyless)")
+    .message("set exactly one of publicKey and keyless"))]
 pub struct CosignVerification {
     /// The public key, PEM (`-----BEGIN PUBLIC KEY-----`), ECDSA P-256 as `cosign generate-key-pair` makes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.contains('-----BEGIN PUBLIC KEY-----')")
         .message("publicKey must be a PEM public key (-----BEGIN PUBLIC KEY-----)"))]
-    pub public_key: String,
+    pub public_key: Option<String>,
+    /// A keyless signature: who must have signed, as Fulcio certified it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyless: Option<KeylessVerification>,
+}
+
+/// The signer of a keyless cosign signature (`cosign verify --certificate-identity
+/// --certificate-oidc-issuer`). Both are matched exactly; the certificate must chain to the
+/// trusted root and its signature must be in the transparency log's bundle.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeylessVerification {
+    /// The certificate's subject alternative name: an email, or a URI such as a CI workflow's
+    /// `https://github.com/<org>/<repo>/.github/workflows/<file>@refs/heads/main`.
+    #[schemars(length(min = 1))]
+    pub identity: String,
+    /// The OIDC issuer that authenticated the signer, e.g. `https://accounts.google.com` or
+    /// `https://token.actions.githubusercontent.com`.
+    #[schemars(length(min = 1))]
+    pub issuer: String,
 }
 
 /// What one node's artifact operator delivered: one object per node, named after the node, in the

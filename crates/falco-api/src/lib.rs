@@ -23,9 +23,9 @@ pub mod instance;
 pub mod reference;
 
 pub use artifact::{
-    Config, ConfigSpec, CosignVerification, NodeArtifact, NodeArtifacts, NodeArtifactsSpec,
-    NodeArtifactsStatus, Plugin, PluginConfig, PluginSpec, Rulesfile, RulesfileSpec,
-    SignatureVerification,
+    Config, ConfigSpec, CosignVerification, KeylessVerification, NodeArtifact, NodeArtifacts,
+    NodeArtifactsSpec, NodeArtifactsStatus, Plugin, PluginConfig, PluginSpec, Rulesfile,
+    RulesfileSpec, SignatureVerification,
 };
 pub use common::{
     ArtifactStatus, ConfigMapRef, ImageSpec, OciArtifact, RegistryAuth, RegistryConfig, SecretRef,

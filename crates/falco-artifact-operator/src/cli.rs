@@ -158,8 +158,30 @@ pub struct SignatureArgs {
     /// Cosign public key (PEM) for artifacts whose CR names none.
     #[arg(long, env = "COSIGN_PUBLIC_KEY_FILE", value_name = "FILE")]
     pub cosign_public_key: Option<PathBuf>,
-    /// Refuse every OCI artifact without a valid cosign signature (needs --cosign-public-key
-    /// or a key in the CR).
+    /// Keyless signer for artifacts whose CR names none: the certificate's email or URI,
+    /// exactly (needs --cosign-issuer and --cosign-trusted-root).
+    #[arg(
+        long,
+        env = "COSIGN_IDENTITY",
+        value_name = "IDENTITY",
+        requires_all = ["cosign_issuer", "cosign_trusted_root"],
+        conflicts_with = "cosign_public_key"
+    )]
+    pub cosign_identity: Option<String>,
+    /// OIDC issuer of the --cosign-identity signer, exactly.
+    #[arg(
+        long,
+        env = "COSIGN_ISSUER",
+        value_name = "URL",
+        requires = "cosign_identity"
+    )]
+    pub cosign_issuer: Option<String>,
+    /// Sigstore trusted root (trusted_root.json, as `cosign verify --trusted-root` reads) that
+    /// keyless signatures are checked against, offline: Fulcio CAs and Rekor keys.
+    #[arg(long, env = "COSIGN_TRUSTED_ROOT_FILE", value_name = "FILE")]
+    pub cosign_trusted_root: Option<PathBuf>,
+    /// Refuse every OCI artifact without a valid cosign signature (needs --cosign-public-key,
+    /// --cosign-identity, or a policy in the CR).
     #[arg(long, env = "REQUIRE_SIGNATURES")]
     pub require_signatures: bool,
 }

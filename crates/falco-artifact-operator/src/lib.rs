@@ -87,12 +87,19 @@
 //!
 //! # Integrity
 //!
-//! With `verify.cosign.publicKey` in the CR, or `--require-signatures` with
-//! `--cosign-public-key`, an OCI artifact is written only if a cosign signature stored at the
-//! tag `sha256-<hex>.sig` verifies with the key (ECDSA P-256) and its simple-signing payload
-//! names the artifact's digest ([`cosign`]); otherwise `Programmed=False` with reason
-//! `SignatureMissing` or `SignatureInvalid`, and nothing is written. Keyless verification
-//! (Fulcio certificate identity, Rekor) is not implemented.
+//! With `verify.cosign` in the CR, or `--require-signatures` with a policy from flags, an OCI
+//! artifact is written only if a cosign signature stored at the tag `sha256-<hex>.sig` names
+//! the artifact's digest and verifies ([`cosign`]); otherwise `Programmed=False` with reason
+//! `SignatureMissing` or `SignatureInvalid`, and nothing is written. Two policies:
+//!
+//! - **Key pair**: `verify.cosign.publicKey`, or `--cosign-public-key` (ECDSA P-256).
+//! - **Keyless**: `verify.cosign.keyless` (`identity`, `issuer`), or `--cosign-identity` with
+//!   `--cosign-issuer`. The Fulcio certificate must carry that identity and issuer and chain to
+//!   the Sigstore trusted root given with `--cosign-trusted-root` (`trusted_root.json`), and the
+//!   signature's Rekor bundle must be signed by a log of that root and show the signature logged
+//!   while the certificate was valid. Everything is checked offline: no TUF update, no Rekor
+//!   or Fulcio request. Without `--cosign-trusted-root` every keyless policy fails with
+//!   `SignatureInvalid`, saying so.
 //!
 //! # Per-node status without per-node finalizers (design)
 //!

@@ -10,6 +10,7 @@ use falco_artifact_operator::http::{HttpState, router};
 use falco_artifact_operator::metrics::Metrics;
 use falco_artifact_operator::oci::{ArtifactType, PullOutcome, Puller, RegistryConfig};
 use falco_artifact_operator::oci::{Limits, RetryPolicy};
+use falco_artifact_operator::reconcile::CosignPolicy;
 use falco_artifact_operator::store::{ArtifactKey, Kind, Medium, Store};
 use falco_artifact_operator::sync::{self, Settings};
 
@@ -67,6 +68,23 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(pem) = &cosign_key {
         falco_artifact_operator::cosign::PublicKey::from_pem(pem).context("--cosign-public-key")?;
     }
+    let trusted_root = match signatures.cosign_trusted_root.as_deref() {
+        Some(path) => Some(Arc::new(
+            falco_artifact_operator::cosign::TrustedRoot::from_json(&read(path)?)
+                .with_context(|| format!("--cosign-trusted-root {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let keyless = signatures
+        .cosign_identity
+        .zip(signatures.cosign_issuer)
+        .map(|(identity, issuer)| {
+            CosignPolicy::Keyless(falco_artifact_operator::cosign::KeylessIdentity {
+                identity,
+                issuer,
+            })
+        });
+    let cosign = cosign_key.map(CosignPolicy::Key).or(keyless);
     let settings = Settings {
         node_name,
         namespace,
@@ -74,7 +92,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ca_pem,
         insecure_registries: registry.insecure_registries.clone(),
         resync: registry.resync(),
-        cosign_key,
+        cosign,
+        trusted_root,
         require_signatures: signatures.require_signatures,
         retry: RetryPolicy::default(),
         limits: Limits::default(),

@@ -29,6 +29,12 @@ pub const USER_AGENT: &str = "falco-artifact-operator";
 pub const COSIGN_PAYLOAD_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 /// Layer annotation holding the base64 signature of the payload.
 pub const COSIGN_SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+/// Layer annotation of a keyless signature: the signing certificate, PEM.
+pub const COSIGN_CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+/// Layer annotation of a keyless signature: the certificate's issuing chain, PEM.
+pub const COSIGN_CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
+/// Layer annotation of a keyless signature: the transparency-log (Rekor) bundle, JSON.
+pub const COSIGN_BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
 /// Largest signature payload accepted, in bytes.
 const MAX_SIGNATURE_PAYLOAD_BYTES: u64 = 64 * 1024;
 
@@ -182,13 +188,20 @@ pub enum PullOutcome {
     Pulled(PulledArtifact),
 }
 
-/// One signature found next to an artifact: the simple-signing payload and its signature.
-#[derive(Debug, Clone)]
+/// One signature found next to an artifact: the simple-signing payload, its signature and,
+/// for a keyless signature, the certificate material from the layer's annotations.
+#[derive(Debug, Clone, Default)]
 pub struct SignatureLayer {
     /// The payload bytes, exactly as signed.
     pub payload: Vec<u8>,
     /// The base64 signature from the layer annotation.
     pub signature: String,
+    /// The signing certificate, PEM ([`COSIGN_CERTIFICATE_ANNOTATION`]).
+    pub certificate: Option<String>,
+    /// Intermediate and root certificates, PEM ([`COSIGN_CHAIN_ANNOTATION`]).
+    pub chain: Option<String>,
+    /// The Rekor bundle, JSON ([`COSIGN_BUNDLE_ANNOTATION`]).
+    pub bundle: Option<String>,
 }
 
 /// Pulls Falco artifacts.
@@ -591,11 +604,14 @@ impl Puller {
             if layer.media_type != COSIGN_PAYLOAD_MEDIA_TYPE {
                 continue;
             }
-            let Some(signature) = layer
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(COSIGN_SIGNATURE_ANNOTATION))
-            else {
+            let annotation = |name: &str| {
+                layer
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(name))
+                    .cloned()
+            };
+            let Some(signature) = annotation(COSIGN_SIGNATURE_ANNOTATION) else {
                 continue;
             };
             if u64::try_from(layer.size).unwrap_or(u64::MAX) > MAX_SIGNATURE_PAYLOAD_BYTES {
@@ -604,7 +620,10 @@ impl Puller {
             let payload = self.blob(reference, &sig_ref, layer).await?;
             found.push(SignatureLayer {
                 payload,
-                signature: signature.clone(),
+                signature,
+                certificate: annotation(COSIGN_CERTIFICATE_ANNOTATION),
+                chain: annotation(COSIGN_CHAIN_ANNOTATION),
+                bundle: annotation(COSIGN_BUNDLE_ANNOTATION),
             });
         }
         if found.is_empty() {

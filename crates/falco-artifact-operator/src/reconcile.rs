@@ -10,11 +10,12 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
 use falco_api::common::{CONFIGMAP_CONFIG_KEY, CONFIGMAP_RULES_KEY, DEFAULT_REGISTRY};
-use falco_api::{Config, OciArtifact, Plugin, Rulesfile};
+use falco_api::{Config, OciArtifact, Plugin, Rulesfile, SignatureVerification};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 
+use crate::cosign::KeylessIdentity;
 use crate::oci::ArtifactType;
 use crate::store::{self, ArtifactKey, Kind, Medium};
 use crate::{Error, Result};
@@ -72,12 +73,38 @@ pub struct OciSource {
     pub insecure_skip_verify: bool,
     /// The Secret with `username`/`password`, read by name when pulling.
     pub secret: Option<String>,
-    /// PEM public key a cosign signature must verify with, if the CR asks for one.
-    pub cosign_key: Option<String>,
+    /// The cosign signature the CR asks for, if any.
+    pub cosign: Option<CosignPolicy>,
+}
+
+/// The cosign signature an artifact must carry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CosignPolicy {
+    /// A signature that verifies with this PEM public key.
+    Key(String),
+    /// A keyless signature by this signer, checked against the trusted root.
+    Keyless(KeylessIdentity),
+    /// The CR's `verify.cosign` sets both or neither (only possible where its CEL rule is not
+    /// enforced): refused, never treated as "no verification".
+    Ambiguous,
+}
+
+impl CosignPolicy {
+    /// The policy a CR's `verify` asks for.
+    pub fn of(verify: &SignatureVerification) -> Self {
+        match (&verify.cosign.public_key, &verify.cosign.keyless) {
+            (Some(pem), None) => Self::Key(pem.clone()),
+            (None, Some(k)) => Self::Keyless(KeylessIdentity {
+                identity: k.identity.clone(),
+                issuer: k.issuer.clone(),
+            }),
+            _ => Self::Ambiguous,
+        }
+    }
 }
 
 impl OciSource {
-    fn new(oci: &OciArtifact, cosign_key: Option<String>) -> Self {
+    fn new(oci: &OciArtifact, cosign: Option<CosignPolicy>) -> Self {
         let registry = oci.registry.clone().unwrap_or_default();
         let host = registry
             .name
@@ -95,7 +122,7 @@ impl OciSource {
             plain_http: registry.plain_http.unwrap_or(false),
             insecure_skip_verify: registry.tls.is_some_and(|t| t.insecure_skip_verify),
             secret: registry.auth.map(|a| a.secret_ref.name),
-            cosign_key,
+            cosign,
         }
     }
 }
@@ -125,7 +152,7 @@ pub struct Artifact {
 
 impl From<&Rulesfile> for Artifact {
     fn from(r: &Rulesfile) -> Self {
-        let key = r.spec.verify.as_ref().map(|v| v.cosign.public_key.clone());
+        let key = r.spec.verify.as_ref().map(CosignPolicy::of);
         Self {
             kind: ArtifactKind::Rulesfile,
             name: r.name_any(),
@@ -142,7 +169,7 @@ impl From<&Rulesfile> for Artifact {
 
 impl From<&Plugin> for Artifact {
     fn from(p: &Plugin) -> Self {
-        let key = p.spec.verify.as_ref().map(|v| v.cosign.public_key.clone());
+        let key = p.spec.verify.as_ref().map(CosignPolicy::of);
         Self {
             kind: ArtifactKind::Plugin,
             name: p.name_any(),

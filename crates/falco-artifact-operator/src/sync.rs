@@ -35,11 +35,11 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::Notify;
 
-use crate::cosign::{self, PublicKey};
+use crate::cosign::{self, PublicKey, TrustedRoot};
 use crate::index::Objects;
 use crate::metrics::{FailureLabels, KindLabel, Metrics, PullLabels};
 use crate::oci::{Auth, Limits, PullOutcome, Puller, RegistryConfig, RetryPolicy};
-use crate::reconcile::{self, Artifact, ArtifactKind, OciSource};
+use crate::reconcile::{self, Artifact, ArtifactKind, CosignPolicy, OciSource};
 use crate::status::{self, Outcome, Reporter};
 use crate::store::{self, ArtifactKey, Dirs, Kind};
 use crate::{Error, Result};
@@ -64,8 +64,11 @@ pub struct Settings {
     pub insecure_registries: Vec<String>,
     /// Re-check interval of tags.
     pub resync: Option<Duration>,
-    /// Default cosign public key (PEM).
-    pub cosign_key: Option<String>,
+    /// The cosign policy of flags (a PEM key or a keyless signer), for artifacts whose CR
+    /// names none when signatures are required.
+    pub cosign: Option<CosignPolicy>,
+    /// Sigstore trust material keyless signatures are checked against.
+    pub trusted_root: Option<Arc<TrustedRoot>>,
     /// Require a signature on every OCI artifact.
     pub require_signatures: bool,
     /// Registry retries.
@@ -436,7 +439,7 @@ impl Controller {
         artifact_type: crate::oci::ArtifactType,
         priority: u8,
     ) -> Result<String> {
-        let verify_with = self.signature_key(source)?;
+        let verify_with = self.signature_policy(source)?;
         let auth = self.auth(source).await?;
         let puller = self.puller(source, auth)?;
         let installed = self.store.installed_digest(key).map(str::to_owned);
@@ -448,13 +451,33 @@ impl Controller {
             PullOutcome::Unchanged { digest } => (digest, None),
             PullOutcome::Pulled(p) => (p.digest.clone(), Some(p)),
         };
-        if let Some((pem, key_id)) = &verify_with
-            && !self.verified.contains(&(digest.clone(), *key_id))
+        if let Some((policy, policy_id)) = &verify_with
+            && !self.verified.contains(&(digest.clone(), *policy_id))
         {
-            let public = PublicKey::from_pem(pem)?;
-            let signatures = puller.signatures(&source.reference, &digest).await?;
-            cosign::verify(&public, &source.reference, &digest, &signatures)?;
-            self.verified.insert((digest.clone(), *key_id));
+            match policy {
+                CosignPolicy::Key(pem) => {
+                    let public = PublicKey::from_pem(pem)?;
+                    let signatures = puller.signatures(&source.reference, &digest).await?;
+                    cosign::verify(&public, &source.reference, &digest, &signatures)?;
+                }
+                CosignPolicy::Keyless(signer) => {
+                    let root = self
+                        .settings
+                        .trusted_root
+                        .as_deref()
+                        .ok_or_else(|| cosign::no_trusted_root(&source.reference))?;
+                    let signatures = puller.signatures(&source.reference, &digest).await?;
+                    cosign::verify_keyless(
+                        signer,
+                        Some(root),
+                        &source.reference,
+                        &digest,
+                        &signatures,
+                    )?;
+                }
+                CosignPolicy::Ambiguous => return Err(ambiguous_policy()),
+            }
+            self.verified.insert((digest.clone(), *policy_id));
         }
         self.metrics
             .pull_seconds
@@ -494,22 +517,25 @@ impl Controller {
         Ok(digest)
     }
 
-    /// The key a signature must verify with, and its fingerprint; `None` when not required.
-    fn signature_key(&self, source: &OciSource) -> Result<Option<(String, u64)>> {
-        let pem = match (&source.cosign_key, &self.settings.cosign_key) {
-            (Some(pem), _) => pem.clone(),
-            (None, Some(pem)) if self.settings.require_signatures => pem.clone(),
+    /// The signature policy of an artifact, and its fingerprint; `None` when not required.
+    fn signature_policy(&self, source: &OciSource) -> Result<Option<(CosignPolicy, u64)>> {
+        let policy = match (&source.cosign, &self.settings.cosign) {
+            (Some(policy), _) => policy.clone(),
+            (None, Some(policy)) if self.settings.require_signatures => policy.clone(),
             (None, None) if self.settings.require_signatures => {
                 return Err(Error::Invalid {
                     what: "signature policy",
-                    reason: "signatures are required (--require-signatures) but neither the CR's verify.cosign.publicKey nor --cosign-public-key gives a key".into(),
+                    reason: "signatures are required (--require-signatures) but neither the CR's verify.cosign nor --cosign-public-key / --cosign-identity gives a policy".into(),
                 });
             }
             _ => return Ok(None),
         };
+        if policy == CosignPolicy::Ambiguous {
+            return Err(ambiguous_policy());
+        }
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        pem.hash(&mut h);
-        Ok(Some((pem, h.finish())))
+        policy.hash(&mut h);
+        Ok(Some((policy, h.finish())))
     }
 
     /// Registry credentials from the Secret the artifact names, read by name (no Secret cache).
@@ -588,5 +614,13 @@ impl Controller {
         }
         self.pullers.insert(key, puller.clone());
         Ok(puller)
+    }
+}
+
+/// A CR whose `verify.cosign` sets both or neither of `publicKey` and `keyless`.
+fn ambiguous_policy() -> Error {
+    Error::Invalid {
+        what: "verify.cosign",
+        reason: "set exactly one of publicKey and keyless".into(),
     }
 }

@@ -19,7 +19,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use p256::ecdsa::signature::Signer;
 use serde_json::json;
-use support::{Registry, RegistryOptions, tar_gz, traversal_tar_gz};
+use support::{Registry, RegistryOptions, keyless, tar_gz, traversal_tar_gz};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -846,6 +846,106 @@ async fn signatures_valid_invalid_and_missing() {
         cluster.wait_reason(&node, name, reason).await;
     }
     assert_eq!(sidecar.files("rules.d"), ["50-01-good-oci.yaml"]);
+}
+
+/// Signs `digest` of `repo` keyless with `leaf` and pushes the layer with its certificate, chain
+/// and bundle annotations, as `cosign sign` does.
+async fn sign_keyless(
+    registry: &Registry,
+    fulcio: &keyless::Fulcio,
+    leaf: &keyless::Leaf,
+    repo: &str,
+    digest: &str,
+) {
+    let payload = falco_artifact_operator::cosign::simple_signing_payload(
+        &format!("{}/{repo}", registry.host),
+        digest,
+    );
+    let signed = fulcio.sign(leaf, &payload, keyless::SIGNED_AT);
+    registry
+        .push_signature_with(
+            repo,
+            payload,
+            &signed.signature,
+            digest,
+            &[
+                ("dev.sigstore.cosign/certificate", &signed.certificate),
+                ("dev.sigstore.cosign/chain", &signed.chain),
+                ("dev.sigstore.cosign/bundle", &signed.bundle),
+            ],
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn keyless_signatures_checked_against_an_offline_trusted_root() {
+    use keyless::{Fulcio, IDENTITY, ISSUER, NOT_AFTER, NOT_BEFORE};
+    let cluster = Cluster::new("keyless").await;
+    let registry = Registry::start(RegistryOptions::default());
+    let fulcio = Fulcio::new("sigstore");
+    let signer = fulcio.leaf(IDENTITY, ISSUER, NOT_BEFORE, NOT_AFTER);
+    let impostor = fulcio.leaf("mallory@example.com", ISSUER, NOT_BEFORE, NOT_AFTER);
+    let good = registry
+        .push_rules("falco/keyless:1", b"- rule: keyless\n")
+        .await;
+    sign_keyless(&registry, &fulcio, &signer, "falco/keyless", &good).await;
+    let forged = registry
+        .push_rules("falco/impostor:1", b"- rule: impostor\n")
+        .await;
+    sign_keyless(&registry, &fulcio, &impostor, "falco/impostor", &forged).await;
+    let node = cluster.node("n", &[]).await;
+    let verify = json!({"cosign": {"keyless": {"identity": IDENTITY, "issuer": ISSUER}}});
+    for repo in ["keyless", "impostor"] {
+        cluster
+            .apply::<Rulesfile>(rulesfile(
+                repo,
+                json!({"ociArtifact": oci(&registry, &format!("falco/{repo}"), "1"),
+                       "verify": verify}),
+            ))
+            .await;
+    }
+    // The API server refuses a policy with both a key and a keyless signer (CEL).
+    let both = rulesfile(
+        "both",
+        json!({"ociArtifact": oci(&registry, "falco/keyless", "1"),
+               "verify": {"cosign": {"publicKey": "-----BEGIN PUBLIC KEY-----\n", "keyless": verify["cosign"]["keyless"]}}}),
+    );
+    let refused = cluster
+        .api::<Rulesfile>()
+        .patch("both", &PatchParams::apply("test"), &Patch::Apply(&both))
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("set exactly one of publicKey and keyless"),
+        "{refused}"
+    );
+    let root = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(root.path(), fulcio.trusted_root()).unwrap();
+    let mut sidecar = Sidecar::start(
+        &cluster.ns,
+        &node,
+        &["--cosign-trusted-root", root.path().to_str().unwrap()],
+    );
+    sidecar.wait_ready().await;
+    cluster
+        .wait_programmed(&node, "Rulesfile", "keyless", "True")
+        .await;
+    let entry = cluster
+        .wait_reason(&node, "impostor", "SignatureInvalid")
+        .await;
+    let message = &entry
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Programmed")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("certificate identity mallory@example.com is not signer@example.com"),
+        "{message}"
+    );
+    assert_eq!(sidecar.files("rules.d"), ["50-01-keyless-oci.yaml"]);
 }
 
 #[tokio::test]

@@ -2,6 +2,8 @@
 //! `oci-client`, and a small HTTP proxy that counts requests and can answer 429 first.
 #![allow(dead_code)]
 
+pub mod keyless;
+
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -14,6 +16,7 @@ use oci_client::client::{
 };
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
+use sha2::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
@@ -198,28 +201,76 @@ impl Registry {
         signature: &str,
         digest: &str,
     ) {
+        self.push_signature_with(repo, payload, signature, digest, &[])
+            .await;
+    }
+
+    /// As [`Registry::push_signature`], with more layer annotations (a keyless signature's
+    /// `dev.sigstore.cosign/certificate`, `…/chain` and `…/bundle`).
+    pub async fn push_signature_with(
+        &self,
+        repo: &str,
+        payload: Vec<u8>,
+        signature: &str,
+        digest: &str,
+        extra: &[(&str, &str)],
+    ) {
         let tag = format!("{}.sig", digest.replace(':', "-"));
         let reference: Reference = format!("{}/{repo}:{tag}", self.host).parse().unwrap();
         let auth = match &self.credentials {
             Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
             None => RegistryAuth::Anonymous,
         };
-        let annotations = std::collections::BTreeMap::from([(
+        let mut annotations = std::collections::BTreeMap::from([(
             "dev.cosignproject.cosign/signature".to_owned(),
             signature.to_owned(),
         )]);
-        let layers = [ImageLayer::new(
-            payload,
-            "application/vnd.dev.cosign.simplesigning.v1+json".to_owned(),
-            Some(annotations),
-        )];
-        let config = Config::new(
-            b"{}".to_vec(),
-            "application/vnd.oci.image.config.v1+json".to_owned(),
-            None,
+        annotations.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
-        self.client()
-            .push(&reference, &layers, config, &auth, None)
+        // Blobs and manifest one by one: `Client::push` writes the manifest as OLPC canonical
+        // JSON, with raw newlines inside strings, which the registry refuses for the PEM
+        // annotations of keyless signatures; cosign writes plain JSON.
+        let client = self.client();
+        client
+            .auth(&reference, &auth, oci_client::RegistryOperation::Push)
+            .await
+            .unwrap();
+        let descriptor = |media_type: &str, data: &[u8]| {
+            let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)));
+            (
+                serde_json::json!({"mediaType": media_type, "digest": digest, "size": data.len()}),
+                digest,
+            )
+        };
+        let (config, config_digest) = descriptor("application/vnd.oci.image.config.v1+json", b"{}");
+        let (mut layer, layer_digest) =
+            descriptor("application/vnd.dev.cosign.simplesigning.v1+json", &payload);
+        layer["annotations"] = serde_json::json!(annotations);
+        client
+            .push_blob(&reference, b"{}".to_vec(), &config_digest)
+            .await
+            .unwrap();
+        client
+            .push_blob(&reference, payload, &layer_digest)
+            .await
+            .unwrap();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config,
+            "layers": [layer],
+        });
+        client
+            .push_manifest_raw(
+                &reference,
+                serde_json::to_vec(&manifest).unwrap(),
+                "application/vnd.oci.image.manifest.v1+json"
+                    .parse()
+                    .unwrap(),
+            )
             .await
             .unwrap();
     }
