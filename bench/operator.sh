@@ -11,7 +11,8 @@
 #      (ours: falco_operator_api_requests_total; upstream: controller-runtime's rest_client_requests_total);
 #   4. idle CPU over IDLE seconds;
 #   5. p50/p99 from a spec change (spec.version) to the DaemonSet carrying the new image, with
-#      RATE (default 100) changes per second, one per CR.
+#      RATE (default 100) changes per second, one per CR, with the API server's and etcd's CPU
+#      meanwhile; then the same at RATE/2.
 # Writes (or replaces) the "## Instance operator" section of docs/benchmarks.md.
 #
 # Needs: go (>= 1.26, module proxy reachable for the first build), kubectl, curl, cargo.
@@ -118,26 +119,31 @@ run_one() {
   # CPU of the control plane (kube-apiserver + etcd of this run) while the changes are applied.
   local cp_pids cp0 cp1 l0 l1
   cp_pids="$(pgrep -P "$tpid" -f 'etcd|kube-apiserver' || true)"
-  cp0="$(for p in $cp_pids; do cpu_s "$p"; done | awk '{ s += $1 } END { printf "%.2f", s }')"
+  cp0="$(for p in $cp_pids; do cpu_s "$p"; echo; done | awk '{ s += $1 } END { printf "%.2f", s }')"
   l0="$(date +%s.%N)"
   local lat; lat="$("$loadgen" latency --namespace bench --count "$COUNT" --rate "$RATE" --version 0.43.0)"
   l1="$(date +%s.%N)"
-  cp1="$(for p in $cp_pids; do cpu_s "$p"; done | awk '{ s += $1 } END { printf "%.2f", s }')"
+  cp1="$(for p in $cp_pids; do cpu_s "$p"; echo; done | awk '{ s += $1 } END { printf "%.2f", s }')"
   local cp_load; cp_load="$(awk -v a="$cp0" -v b="$cp1" -v t0="$l0" -v t1="$l1" 'BEGIN { printf "%.0f", (b - a) * 100 / (t1 - t0) }')"
+  local cp_ms; cp_ms="$(awk -v a="$cp0" -v b="$cp1" -v n="$COUNT" 'BEGIN { printf "%.1f", (b - a) * 1000 / n }')"
   local p50 p99; p50="$(sed -n 's/.*p50=\([0-9.]*\).*/\1/p' <<<"$lat")"; p99="$(sed -n 's/.*p99=\([0-9.]*\).*/\1/p' <<<"$lat")"
   echo "$name: $lat" >&2
+  # The same at half the rate: what the latency is when the shared CPUs are not saturated.
+  local lat2; lat2="$("$loadgen" latency --namespace bench --count "$COUNT" --rate "$((RATE / 2))" --version 0.42.0)"
+  echo "$name at $((RATE / 2))/s: $lat2" >&2
+  local p50h p99h; p50h="$(sed -n 's/.*p50=\([0-9.]*\).*/\1/p' <<<"$lat2")"; p99h="$(sed -n 's/.*p99=\([0-9.]*\).*/\1/p' <<<"$lat2")"
   local rss2; rss2="$(rss_mib "$opid" VmHWM)"
   local cpu2; cpu2="$(cpu_s "$opid")"
   kill -TERM "$opid"; wait "$opid" 2>/dev/null || true
   kill -TERM "$tpid"; wait "$tpid" 2>/dev/null || true
-  echo "$settle $rss $hwm $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.2f", b - a }') $requests $idle $p50 $p99 $rss2 $cpu2 $cp_load $anon"
+  echo "$settle $rss $hwm $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.2f", b - a }') $requests $idle $p50 $p99 $rss2 $cpu2 $cp_load $anon $cp_ms $p50h $p99h"
 }
 
-read -r o_settle o_rss o_hwm o_cpu o_req o_idle o_p50 o_p99 o_hwm2 o_cpu_total o_cp o_anon < <(
+read -r o_settle o_rss o_hwm o_cpu o_req o_idle o_p50 o_p99 o_hwm2 o_cpu_total o_cp o_anon o_cpms o_p50h o_p99h < <(
   run_one ours falco_operator_api_requests_total \
     "$ours" run --namespace bench --metrics-bind-address 127.0.0.1:18080 \
     --health-probe-bind-address 127.0.0.1:18081 --log-level warn)
-read -r u_settle u_rss u_hwm u_cpu u_req u_idle u_p50 u_p99 u_hwm2 u_cpu_total u_cp u_anon < <(
+read -r u_settle u_rss u_hwm u_cpu u_req u_idle u_p50 u_p99 u_hwm2 u_cpu_total u_cp u_anon u_cpms u_p50h u_p99h < <(
   run_one upstream rest_client_requests_total \
     "$upstream" --metrics-bind-address 127.0.0.1:18080 --metrics-secure=false \
     --health-probe-bind-address 127.0.0.1:18081)
@@ -170,6 +176,9 @@ both operators see the same objects.
 | change → applied DaemonSet, p99 (ms) at $RATE changes/s | $o_p99 | $u_p99 | $(ratio "$o_p99" "$u_p99") |
 | CPU, whole run (s) | $o_cpu_total | $u_cpu_total | $(ratio "$o_cpu_total" "$u_cpu_total") |
 | kube-apiserver + etcd CPU while the changes are applied (% of one core) | $o_cp | $u_cp | $(ratio "$o_cp" "$u_cp") |
+| kube-apiserver + etcd CPU per change (ms) | $o_cpms | $u_cpms | $(ratio "$o_cpms" "$u_cpms") |
+| change → applied DaemonSet, p50 (ms) at $((RATE / 2)) changes/s | $o_p50h | $u_p50h | $(ratio "$o_p50h" "$u_p50h") |
+| change → applied DaemonSet, p99 (ms) at $((RATE / 2)) changes/s | $o_p99h | $u_p99h | $(ratio "$o_p99h" "$u_p99h") |
 
 Goals: RSS ≤ 24 MiB, 0 requests per no-op reconcile, p99 < 1 s at 100 changes/s.
 "No-op reconcile": every CR gets a new annotation, which changes nothing either operator builds;
