@@ -150,7 +150,7 @@ read -r u_settle u_rss u_hwm u_cpu u_req u_idle u_p50 u_p99 u_hwm2 u_cpu_total u
 
 [ -n "${o_cpu_total:-}" ] || die "the run of falco-operator failed (see above)"
 [ -n "${u_cpu_total:-}" ] || die "the run of upstream's operator failed (see above)"
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "—"; else printf "%.2f×", a / b }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "—"; else if (a / b < 0.01) printf "%.4f×", a / b; else printf "%.2f×", a / b }'; }
 cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 section="$work/section.md"
 cat >"$section" <<MD
