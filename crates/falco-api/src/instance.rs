@@ -72,7 +72,7 @@ pub struct FalcoSpec {
     /// Pod template merged over the generated one, field by field (containers, volumes, env and
     /// ports by name; tolerations, args and command replace the defaults).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_template_spec: Option<PodTemplateSpec>,
+    pub pod_template_spec: Option<Box<PodTemplateSpec>>,
     /// Update strategy of a DaemonSet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_strategy: Option<DaemonSetUpdateStrategy>,
@@ -197,7 +197,7 @@ pub struct ComponentSpec {
     pub replicas: Option<i32>,
     /// Pod template merged over the generated one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_template_spec: Option<PodTemplateSpec>,
+    pub pod_template_spec: Option<Box<PodTemplateSpec>>,
     /// Strategy of the Deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<DeploymentStrategy>,

@@ -149,7 +149,7 @@ impl Applier {
                 Decision::Send => false,
                 Decision::Skip => true,
                 Decision::Adopt(record) => {
-                    applied.insert(key.clone(), record);
+                    applied.insert(&key, record);
                     true
                 }
             };
@@ -176,7 +176,7 @@ impl Applier {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(
-                    key,
+                    &key,
                     Applied {
                         hash,
                         owned_fields,

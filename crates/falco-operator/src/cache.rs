@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use futures::channel::mpsc::UnboundedSender;
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{
+    DaemonSet, DaemonSetStatus, Deployment, DeploymentSpec, DeploymentStatus,
+};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -73,44 +75,59 @@ pub struct Cached {
     pub resource_version: Option<u64>,
 }
 
+/// Field managers of this operator whose owned fields a cache entry tracks (Falco, Component).
+const MAX_FIELD_MANAGERS: usize = 2;
+
 /// What a cache keeps of one child.
 #[derive(Clone, Debug, PartialEq)]
 struct Entry {
     /// The applied-hash annotation.
     hash: Option<Digest>,
     /// Per field manager of this operator: the hash of the fields it owns through Apply.
-    owned_fields: Vec<(&'static str, Digest)>,
-    /// The owning CR from the owner labels.
-    owner: Option<(String, String, String)>,
-    /// DaemonSet or Deployment reduced to `spec.replicas` and `status`.
-    workload: Option<Workload>,
+    owned_fields: [Option<(&'static str, Digest)>; MAX_FIELD_MANAGERS],
+    /// The owning CR from the owner labels, as `kind/namespace/name` (one allocation instead of
+    /// three; none of the parts can hold a `/`).
+    owner: Option<Box<str>>,
+    /// DaemonSet or Deployment reduced to the counts availability reads.
+    workload: Option<Counts>,
     /// `resourceVersion`, when it is a number.
     resource_version: Option<u64>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
-enum Workload {
-    DaemonSet(Arc<DaemonSet>),
-    Deployment(Arc<Deployment>),
+/// A DaemonSet or Deployment reduced to what [`crate::availability`] reads (a whole object is
+/// 2.4 KB even when only its status is set).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Counts {
+    /// Deployment `spec.replicas`.
+    replicas: Option<i32>,
+    /// DaemonSet `status.desiredNumberScheduled`.
+    desired: i32,
+    /// `status.numberAvailable` / `status.availableReplicas`.
+    available: Option<i32>,
+    /// `status.numberUnavailable` / `status.unavailableReplicas`.
+    unavailable: Option<i32>,
 }
 
 impl Entry {
-    fn of(meta: &ObjectMeta, field_managers: &[&'static str], workload: Option<Workload>) -> Self {
+    fn of(meta: &ObjectMeta, field_managers: &[&'static str], workload: Option<Counts>) -> Self {
         Self {
             hash: meta
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(crate::children::APPLIED_HASH_ANNOTATION))
                 .and_then(|h| Digest::of_hex(h)),
-            owned_fields: field_managers
-                .iter()
-                .filter_map(|m| Some((*m, owned_fields_hash(meta, m)?)))
-                .collect(),
+            owned_fields: {
+                let mut owned = [None; MAX_FIELD_MANAGERS];
+                for (slot, m) in owned.iter_mut().zip(field_managers) {
+                    *slot = owned_fields_hash(meta, m).map(|h| (*m, h));
+                }
+                owned
+            },
             owner: meta
                 .labels
                 .as_ref()
                 .and_then(labels::owner_from_labels)
-                .map(|(k, n, m)| (k.to_owned(), n.to_owned(), m.to_owned())),
+                .map(|(k, n, m)| format!("{k}/{n}/{m}").into_boxed_str()),
             workload,
             resource_version: resource_version(meta),
         }
@@ -122,16 +139,25 @@ impl Entry {
             owned_fields: self
                 .owned_fields
                 .iter()
+                .flatten()
                 .find(|(m, _)| *m == field_manager)
                 .map(|(_, h)| *h),
-            owner: self.owner.clone(),
+            owner: self
+                .owner()
+                .map(|(k, n, m)| (k.to_owned(), n.to_owned(), m.to_owned())),
             resource_version: self.resource_version,
         }
     }
 
+    /// The owner's kind, namespace and name.
+    fn owner(&self) -> Option<(&str, &str, &str)> {
+        let mut parts = self.owner.as_deref()?.splitn(3, '/');
+        Some((parts.next()?, parts.next()?, parts.next()?))
+    }
+
     /// The owner CR to trigger.
     fn route(&self, router: &Router) {
-        if let Some((kind, ns, name)) = &self.owner {
+        if let Some((kind, ns, name)) = self.owner() {
             router.route(kind, ns, name);
         }
     }
@@ -181,6 +207,39 @@ impl Applied {
     }
 }
 
+/// What this process applied, by child. Keyed by a 64-bit hash of the child's key (with a
+/// per-process random key, as `HashMap` does) rather than a copy of its names: 9,000 children
+/// cost 1 MB less.
+#[derive(Default)]
+pub struct AppliedRecords {
+    hasher: std::collections::hash_map::RandomState,
+    records: HashMap<u64, Applied>,
+}
+
+impl AppliedRecords {
+    fn slot(&self, (kind, ns, name): &ChildKey) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one((kind, ns.as_deref(), name.as_str()))
+    }
+
+    /// The record of a child.
+    pub fn get(&self, key: &ChildKey) -> Option<&Applied> {
+        self.records.get(&self.slot(key))
+    }
+
+    /// Records an apply.
+    pub fn insert(&mut self, key: &ChildKey, applied: Applied) {
+        let slot = self.slot(key);
+        self.records.insert(slot, applied);
+    }
+
+    /// Forgets a child.
+    pub fn remove(&mut self, key: &ChildKey) {
+        let slot = self.slot(key);
+        self.records.remove(&slot);
+    }
+}
+
 /// Namespace and name of a child within its kind.
 type ObjectKey = (Option<String>, String);
 
@@ -213,7 +272,7 @@ impl KindCache {
 pub struct Caches {
     kinds: Arc<HashMap<ChildKind, Arc<KindCache>>>,
     /// What this process applied, by child.
-    pub applied: Arc<Mutex<HashMap<ChildKey, Applied>>>,
+    pub applied: Arc<Mutex<AppliedRecords>>,
 }
 
 impl Caches {
@@ -247,23 +306,37 @@ impl Caches {
             .collect()
     }
 
-    /// The cached DaemonSet (`status` only).
-    pub fn daemon_set(&self, ns: &str, name: &str) -> Option<Arc<DaemonSet>> {
-        match self.entry(ChildKind::DaemonSet, Some(ns), name)?.workload? {
-            Workload::DaemonSet(ds) => Some(ds),
-            Workload::Deployment(_) => None,
-        }
+    /// The cached DaemonSet (the status counts only).
+    pub fn daemon_set(&self, ns: &str, name: &str) -> Option<DaemonSet> {
+        let c = self.entry(ChildKind::DaemonSet, Some(ns), name)?.workload?;
+        Some(DaemonSet {
+            status: Some(DaemonSetStatus {
+                desired_number_scheduled: c.desired,
+                number_available: c.available,
+                number_unavailable: c.unavailable,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
     }
 
-    /// The cached Deployment (`spec.replicas` and `status` only).
-    pub fn deployment(&self, ns: &str, name: &str) -> Option<Arc<Deployment>> {
-        match self
+    /// The cached Deployment (`spec.replicas` and the status counts only).
+    pub fn deployment(&self, ns: &str, name: &str) -> Option<Deployment> {
+        let c = self
             .entry(ChildKind::Deployment, Some(ns), name)?
-            .workload?
-        {
-            Workload::Deployment(d) => Some(d),
-            Workload::DaemonSet(_) => None,
-        }
+            .workload?;
+        Some(Deployment {
+            spec: DeploymentSpec {
+                replicas: c.replicas,
+                ..Default::default()
+            },
+            status: Some(DeploymentStatus {
+                available_replicas: c.available,
+                unavailable_replicas: c.unavailable,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
     }
 
     /// Waits until every child cache has its first list.
@@ -310,7 +383,11 @@ pub fn start(
     field_managers: &'static [&'static str],
     router: Router,
 ) -> (Caches, Vec<Driver>) {
-    let applied: Arc<Mutex<HashMap<ChildKey, Applied>>> = Arc::default();
+    assert!(
+        field_managers.len() <= MAX_FIELD_MANAGERS,
+        "a cache entry tracks at most {MAX_FIELD_MANAGERS} field managers"
+    );
+    let applied: Arc<Mutex<AppliedRecords>> = Arc::default();
     let selector = format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
     let namespaced_config = watcher::Config::default().labels(&selector);
     let cluster_selector = match namespace {
@@ -371,7 +448,7 @@ struct Watch {
     field_managers: &'static [&'static str],
     cache: Arc<KindCache>,
     router: Router,
-    applied: Arc<Mutex<HashMap<ChildKey, Applied>>>,
+    applied: Arc<Mutex<AppliedRecords>>,
 }
 
 impl Watch {
@@ -418,34 +495,28 @@ where
 fn daemon_sets(w: Watch) -> Driver {
     let stream = full_watcher(w.api::<DaemonSet>(), w.config.clone()).default_backoff();
     drive(stream, w, |ds: DaemonSet, managers| {
-        let reduced = DaemonSet {
-            status: ds.status,
-            ..Default::default()
+        let status = ds.status.unwrap_or_default();
+        let counts = Counts {
+            replicas: None,
+            desired: status.desired_number_scheduled,
+            available: status.number_available,
+            unavailable: status.number_unavailable,
         };
-        Entry::of(
-            &ds.metadata,
-            managers,
-            Some(Workload::DaemonSet(Arc::new(reduced))),
-        )
+        Entry::of(&ds.metadata, managers, Some(counts))
     })
 }
 
 fn deployments(w: Watch) -> Driver {
     let stream = full_watcher(w.api::<Deployment>(), w.config.clone()).default_backoff();
     drive(stream, w, |d: Deployment, managers| {
-        let reduced = Deployment {
-            spec: DeploymentSpec {
-                replicas: d.spec.replicas,
-                ..Default::default()
-            },
-            status: d.status,
-            ..Default::default()
+        let status = d.status.unwrap_or_default();
+        let counts = Counts {
+            replicas: d.spec.replicas,
+            desired: 0,
+            available: status.available_replicas,
+            unavailable: status.unavailable_replicas,
         };
-        Entry::of(
-            &d.metadata,
-            managers,
-            Some(Workload::Deployment(Arc::new(reduced))),
-        )
+        Entry::of(&d.metadata, managers, Some(counts))
     })
 }
 

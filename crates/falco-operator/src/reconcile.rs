@@ -284,10 +284,10 @@ async fn apply<I: Instance>(obj: &I, ctx: &Context) -> Result<Action> {
             Availability::of(Observed::Deployment(d.as_ref()))
         }
         (WorkloadType::DaemonSet, None) => Availability::of(Observed::DaemonSet(
-            ctx.caches.daemon_set(&ns, &name).as_deref(),
+            ctx.caches.daemon_set(&ns, &name).as_ref(),
         )),
         (WorkloadType::Deployment, None) => Availability::of(Observed::Deployment(
-            ctx.caches.deployment(&ns, &name).as_deref(),
+            ctx.caches.deployment(&ns, &name).as_ref(),
         )),
     };
     let previous = obj.status();

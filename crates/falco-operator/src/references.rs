@@ -265,7 +265,7 @@ fn pod_spec_refs(ns: &str, spec: &PodSpec, out: &mut BTreeSet<Reference>) {
 pub fn of_falco(f: &falco_api::Falco) -> BTreeSet<Reference> {
     of_pod_template(
         &f.namespace().unwrap_or_default(),
-        f.spec.pod_template_spec.as_ref(),
+        f.spec.pod_template_spec.as_deref(),
     )
 }
 
@@ -273,7 +273,7 @@ pub fn of_falco(f: &falco_api::Falco) -> BTreeSet<Reference> {
 pub fn of_component(c: &falco_api::Component) -> BTreeSet<Reference> {
     of_pod_template(
         &c.namespace().unwrap_or_default(),
-        c.spec.pod_template_spec.as_ref(),
+        c.spec.pod_template_spec.as_deref(),
     )
 }
 
