@@ -224,7 +224,12 @@ impl Controller {
         let Some(index) = caches
             .index
             .get(&ObjectRef::new(INDEX_CONFIG_MAP).within(&ns))
-            .map(|cm| falco_api::index::decode(&cm.data.clone().unwrap_or_default()))
+            .map(|cm| {
+                cm.data
+                    .as_ref()
+                    .map(falco_api::index::decode)
+                    .unwrap_or_default()
+            })
         else {
             tracing::warn!(namespace = %ns, "no artifact index ({INDEX_CONFIG_MAP}) in the namespace yet: nothing to deliver, files kept");
             return None;

@@ -83,15 +83,17 @@ const MAX_FIELD_MANAGERS: usize = 2;
 struct Entry {
     /// The applied-hash annotation.
     hash: Option<Digest>,
-    /// Per field manager of this operator: the hash of the fields it owns through Apply.
-    owned_fields: [Option<(&'static str, Digest)>; MAX_FIELD_MANAGERS],
+    /// Per field manager of this operator, in the order of the list the caches were started
+    /// with: the hash of the fields it owns through Apply.
+    owned_fields: [Option<Digest>; MAX_FIELD_MANAGERS],
     /// The owning CR from the owner labels, as `kind/namespace/name` (one allocation instead of
     /// three; none of the parts can hold a `/`).
     owner: Option<Box<str>>,
-    /// DaemonSet or Deployment reduced to the counts availability reads.
-    workload: Option<Counts>,
+    /// DaemonSet or Deployment reduced to the counts availability reads (boxed: the other seven
+    /// kinds do not pay for it in every table slot).
+    workload: Option<Box<Counts>>,
     /// `resourceVersion`, when it is a number.
-    resource_version: Option<u64>,
+    resource_version: Option<std::num::NonZeroU64>,
 }
 
 /// A DaemonSet or Deployment reduced to what [`crate::availability`] reads (a whole object is
@@ -110,6 +112,7 @@ struct Counts {
 
 impl Entry {
     fn of(meta: &ObjectMeta, field_managers: &[&'static str], workload: Option<Counts>) -> Self {
+        let workload = workload.map(Box::new);
         Self {
             hash: meta
                 .annotations
@@ -119,7 +122,7 @@ impl Entry {
             owned_fields: {
                 let mut owned = [None; MAX_FIELD_MANAGERS];
                 for (slot, m) in owned.iter_mut().zip(field_managers) {
-                    *slot = owned_fields_hash(meta, m).map(|h| (*m, h));
+                    *slot = owned_fields_hash(meta, m);
                 }
                 owned
             },
@@ -129,23 +132,22 @@ impl Entry {
                 .and_then(labels::owner_from_labels)
                 .map(|(k, n, m)| format!("{k}/{n}/{m}").into_boxed_str()),
             workload,
-            resource_version: resource_version(meta),
+            resource_version: resource_version(meta).and_then(std::num::NonZeroU64::new),
         }
     }
 
-    fn cached(&self, field_manager: &str) -> Cached {
+    /// The entry seen by `field_manager`, one of `field_managers` (the caches' list).
+    fn cached(&self, field_managers: &[&str], field_manager: &str) -> Cached {
         Cached {
             hash: self.hash,
-            owned_fields: self
-                .owned_fields
+            owned_fields: field_managers
                 .iter()
-                .flatten()
-                .find(|(m, _)| *m == field_manager)
-                .map(|(_, h)| *h),
+                .position(|m| *m == field_manager)
+                .and_then(|i| *self.owned_fields.get(i)?),
             owner: self
                 .owner()
                 .map(|(k, n, m)| (k.to_owned(), n.to_owned(), m.to_owned())),
-            resource_version: self.resource_version,
+            resource_version: self.resource_version.map(std::num::NonZeroU64::get),
         }
     }
 
@@ -241,7 +243,8 @@ impl AppliedRecords {
 }
 
 /// Namespace and name of a child within its kind.
-type ObjectKey = (Option<String>, String);
+/// Boxed strings: 16 bytes less than `String` in each of the 9 × N table slots.
+type ObjectKey = (Option<Box<str>>, Box<str>);
 
 /// The cache of one child kind.
 struct KindCache {
@@ -262,7 +265,7 @@ impl KindCache {
         self.entries
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&(ns.map(str::to_owned), name.to_owned()))
+            .get(&(ns.map(Box::from), Box::from(name)))
             .cloned()
     }
 }
@@ -271,6 +274,8 @@ impl KindCache {
 #[derive(Clone)]
 pub struct Caches {
     kinds: Arc<HashMap<ChildKind, Arc<KindCache>>>,
+    /// The field managers whose owned fields the entries track.
+    field_managers: &'static [&'static str],
     /// What this process applied, by child.
     pub applied: Arc<Mutex<AppliedRecords>>,
 }
@@ -288,7 +293,10 @@ impl Caches {
         name: &str,
         field_manager: &str,
     ) -> Option<Cached> {
-        Some(self.entry(kind, ns, name)?.cached(field_manager))
+        Some(
+            self.entry(kind, ns, name)?
+                .cached(self.field_managers, field_manager),
+        )
     }
 
     /// The namespaces holding a `kind` named `name`.
@@ -301,14 +309,14 @@ impl Caches {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .keys()
-            .filter(|(_, n)| n == name)
-            .filter_map(|(ns, _)| ns.clone())
+            .filter(|(_, n)| &**n == name)
+            .filter_map(|(ns, _)| ns.as_deref().map(str::to_owned))
             .collect()
     }
 
     /// The cached DaemonSet (the status counts only).
     pub fn daemon_set(&self, ns: &str, name: &str) -> Option<DaemonSet> {
-        let c = self.entry(ChildKind::DaemonSet, Some(ns), name)?.workload?;
+        let c = *self.entry(ChildKind::DaemonSet, Some(ns), name)?.workload?;
         Some(DaemonSet {
             status: Some(DaemonSetStatus {
                 desired_number_scheduled: c.desired,
@@ -322,7 +330,7 @@ impl Caches {
 
     /// The cached Deployment (`spec.replicas` and the status counts only).
     pub fn deployment(&self, ns: &str, name: &str) -> Option<Deployment> {
-        let c = self
+        let c = *self
             .entry(ChildKind::Deployment, Some(ns), name)?
             .workload?;
         Some(Deployment {
@@ -432,6 +440,7 @@ pub fn start(
     (
         Caches {
             kinds: Arc::new(kinds),
+            field_managers,
             applied,
         },
         drivers,
@@ -529,8 +538,8 @@ where
 {
     let key_of = |o: &K| {
         (
-            o.meta().namespace.clone(),
-            o.meta().name.clone().unwrap_or_default(),
+            o.meta().namespace.as_deref().map(Box::from),
+            Box::from(o.meta().name.as_deref().unwrap_or_default()),
         )
     };
     Box::pin(async move {
@@ -600,7 +609,7 @@ impl Watch {
         self.applied
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&(self.kind, ns, name));
+            .remove(&(self.kind, ns.map(String::from), String::from(name)));
     }
 }
 
@@ -643,7 +652,8 @@ mod tests {
         }))
         .unwrap();
         let entry = Entry::of(&meta, &["falco-operator", "falco-operator-component"], None);
-        let cached = entry.cached("falco-operator");
+        let managers = ["falco-operator", "falco-operator-component"];
+        let cached = entry.cached(&managers, "falco-operator");
         assert_eq!(cached.hash, Digest::of_hex(&"ab".repeat(32)));
         assert_eq!(
             cached.owned_fields,
@@ -653,6 +663,11 @@ mod tests {
             cached.owner,
             Some(("Falco".into(), "falco".into(), "edge".into()))
         );
-        assert_eq!(entry.cached("falco-operator-component").owned_fields, None);
+        assert_eq!(
+            entry
+                .cached(&managers, "falco-operator-component")
+                .owned_fields,
+            None
+        );
     }
 }
