@@ -192,10 +192,12 @@ pub async fn run(
     let ns = ns.as_deref();
     let changed = Arc::new(Notify::new());
     let versions = Arc::new(std::sync::Mutex::new(ConfigMapVersions::new()));
+    let (listed_tx, mut versions_listed) = tokio::sync::watch::channel(false);
     let config_maps = artifact_index::watch_config_maps(
         api::<PartialObjectMeta<ConfigMap>>(&client, ns),
         versions.clone(),
         changed.clone(),
+        listed_tx,
     );
     let (nodes, nodes_watch) = watch(api::<NodeArtifacts>(&client, ns), changed.clone());
     let (rulesfiles, rulesfiles_watch) = watch(api::<Rulesfile>(&client, ns), changed.clone());
@@ -214,6 +216,8 @@ pub async fn run(
         let _ = rulesfiles.wait_until_ready().await;
         let _ = plugins.wait_until_ready().await;
         let _ = configs.wait_until_ready().await;
+        // An index written before the ConfigMaps are listed would lack their versions.
+        let _ = versions_listed.wait_for(|listed| *listed).await;
         loop {
             let mut records: BTreeMap<String, Vec<NodeArtifacts>> = BTreeMap::new();
             for record in nodes.state() {
@@ -249,7 +253,7 @@ pub async fn run(
             metrics.reconciled(
                 "artifact-index",
                 started.elapsed(),
-                failed.then_some("index"),
+                failed.then_some("apply"),
             );
             if writes > 0 {
                 tracing::debug!(writes, "Artifact indexes written");

@@ -121,11 +121,13 @@ pub fn desired(ns: &str, index: &Index) -> (serde_json::Value, String) {
 }
 
 /// Keeps [`ConfigMapVersions`] up to date from a metadata watch of the ConfigMaps the operator
-/// did not create (metadata only); pokes `changed` on every change.
+/// did not create (metadata only); pokes `changed` on every change and sets `listed` once the
+/// first list is in.
 pub async fn watch_config_maps(
     api: Api<PartialObjectMeta<ConfigMap>>,
     versions: Arc<std::sync::Mutex<ConfigMapVersions>>,
     changed: Arc<Notify>,
+    listed: tokio::sync::watch::Sender<bool>,
 ) {
     let config = watcher::Config::default().labels(&format!(
         "{}!={}",
@@ -153,7 +155,10 @@ pub async fn watch_config_maps(
                     relist.get_or_insert_with(HashMap::new).insert(key(&o), v);
                 }
             }
-            Ok(Event::InitDone) => *versions = relist.take().unwrap_or_default(),
+            Ok(Event::InitDone) => {
+                *versions = relist.take().unwrap_or_default();
+                listed.send_replace(true);
+            }
             Ok(Event::Apply(o)) => {
                 if let Some(v) = rv(&o) {
                     versions.insert(key(&o), v);
