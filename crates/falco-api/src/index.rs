@@ -1,13 +1,13 @@
 //! The artifact index: what the per-node sidecars of one namespace watch instead of every artifact.
 //!
-//! A sidecar needs the `Rulesfile`, `Plugin` and `Config` objects of its namespace, the
-//! ConfigMaps they reference and its own `Node`. Watching each kind would cost every node five
-//! watch streams (upstream: six, with a cache of every Secret of the namespace). Instead the
-//! instance operator, one process per cluster, keeps one small ConfigMap per namespace,
-//! [`INDEX_CONFIG_MAP`], naming every live artifact with its uid and generation and every
-//! ConfigMap they reference with its `resourceVersion`. A sidecar watches that one object (field
-//! selector on its name) and its own Node: two streams per node. When an entry changes, it reads
-//! the object it names by name (GET); nothing else is fetched.
+//! A sidecar needs the `Rulesfile`, `Plugin` and `Config` objects of its namespace, the ConfigMaps
+//! they reference and its own `Node`. Watching each kind would cost every node five watch streams
+//! (upstream: one per kind, with a cache of every Secret of the namespace). Instead the instance
+//! operator, one process per cluster, keeps one small ConfigMap per namespace,
+//! [`INDEX_CONFIG_MAP`], naming every live artifact with its uid and generation and every ConfigMap
+//! they reference with its `resourceVersion`. A sidecar watches that one object (field selector on
+//! its name) and its own Node: two streams per node. When an entry changes, it reads the object it
+//! names by name (GET); nothing else is fetched.
 //!
 //! The data is one key per entry, readable with `kubectl get configmap falco-artifact-index -o yaml`:
 //!

@@ -8,20 +8,20 @@
 //! # Controller
 //!
 //! Two watch streams, none of them cluster-wide ([`sync`]): the artifact index of the Falco
-//! namespace, one ConfigMap the instance operator keeps ([`falco_api::index`]), and this node's
-//! own `Node`, metadata only; both by field selector `metadata.name`. The index names every
-//! artifact with its uid and generation and every ConfigMap they read with its
-//! `resourceVersion`; what changed is read by name ([`index`]). So the API server holds two
-//! streams per node instead of five (upstream v0.4.1: six, a Secret cache of the namespace among
+//! namespace, one ConfigMap the instance operator keeps ([`falco_api::index`]), and this node's own
+//! `Node`, metadata only; both by field selector `metadata.name`. The index names every artifact
+//! with its uid and generation and every ConfigMap they read with its `resourceVersion`; what
+//! changed is read by name ([`index`]). So the API server holds two streams per node instead of
+//! five (upstream v0.4.1: one per kind it reads, a cache of every Secret of the namespace among
 //! them), and the sidecar's Role grants `list`/`watch` on that one ConfigMap name only. Secrets are
 //! never watched or cached: the one an artifact names is read by name (GET) when its registry is
-//! contacted. Each artifact goes through one pipeline ([`reconcile`]): *dereference* (ConfigMap
-//! as read through the index, Secret by name) →
-//! *validate* → *build* (pure: which files, with which content or from which reference) →
-//! *apply* (pull, verify, write through the [`store::Store`]) → *status* ([`status`]). An
-//! artifact whose input did not change is skipped without touching disk or network, so a watch
-//! event costs nothing for the others; a tag is re-checked every `--oci-resync-seconds` (one
-//! manifest `HEAD`; upstream never notices a moved tag) and a digest-pinned one never.
+//! contacted. Each artifact goes through one pipeline ([`reconcile`]): *dereference* (ConfigMap as
+//! read through the index, Secret by name) → *validate* → *build* (pure: which files, with which
+//! content or from which reference) → *apply* (pull, verify, write through the [`store::Store`]) →
+//! *status* ([`status`]). An artifact whose input did not change is skipped without touching disk
+//! or network, so a watch event costs nothing for the others; a tag is re-checked every
+//! `--oci-resync-seconds` (one manifest `HEAD`; upstream never notices a moved tag) and a
+//! digest-pinned one never.
 //!
 //! A failed source never removes what an earlier version wrote: the previous file stays until
 //! the artifact is deleted or stops selecting the node, and the failure shows in the status.

@@ -53,7 +53,7 @@ impl Digest {
         Some(Self(bytes))
     }
 
-    /// Of a JSON value (as [`content_hash`]).
+    /// Of a JSON value (as [`crate::children::content_hash`]).
     pub fn of_value(value: &serde_json::Value) -> Self {
         let full = Sha256::digest(serde_json::to_vec(value).unwrap_or_default());
         let mut bytes = [0u8; 16];
