@@ -59,7 +59,7 @@ impl Outcome {
 
 /// Whether a child whose wanted content hashes to `hash` needs an apply (module docs).
 #[derive(Debug, PartialEq)]
-enum Decision {
+pub(crate) enum Decision {
     /// Send the apply.
     Send,
     /// Nothing to send.
@@ -69,7 +69,7 @@ enum Decision {
     Adopt(Applied),
 }
 
-fn decide(hash: Digest, cached: &Cached, applied: Option<&Applied>) -> Decision {
+pub(crate) fn decide(hash: Digest, cached: &Cached, applied: Option<&Applied>) -> Decision {
     match applied {
         // This content was applied and the cache has not caught up with that write yet (the
         // reconcile triggered by the CR's own status update often runs before the child's watch

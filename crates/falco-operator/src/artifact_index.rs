@@ -27,6 +27,7 @@ use kube::runtime::{WatchStreamExt, watcher as watch};
 use kube::{Client, Resource};
 use tokio::sync::Notify;
 
+use crate::apply::{Decision, decide};
 use crate::cache::{Applied, Caches, Digest};
 use crate::children::{APPLIED_HASH_ANNOTATION, ChildKind, content_hash};
 use crate::labels;
@@ -202,13 +203,11 @@ pub async fn sync(
             INDEX_CONFIG_MAP,
             FIELD_MANAGER,
         );
-        let current = match (&cached, written.get(&ns)) {
-            (Some(c), _) if c.hash == Some(hash) => true,
-            // Our own write the cache has not seen yet.
-            (Some(c), Some(w)) => w.hash == hash && w.is_newer_than(c),
-            _ => false,
-        };
-        if current {
+        // The children's rule (`crate::apply`): stored with this hash, or our own write of it
+        // that the cache has not seen yet.
+        if let Some(cached) = &cached
+            && decide(hash, cached, written.get(&ns)) != Decision::Send
+        {
             continue;
         }
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
