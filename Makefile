@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEMO_DIR ?= .demo
 
-.PHONY: deps demo test lint fmt clippy crds testenv garage helm check-images bench build clean
+.PHONY: deps demo test lint fmt clippy crds testenv garage helm falcoctl check-images bench build clean
 
 ## demo: the whole story on one machine (control plane, registry, operator, two simulated nodes,
 ## driver repository and loader); Ctrl-C stops everything.
@@ -13,10 +13,11 @@ demo: deps testenv
 
 ## test: every test of the workspace, against a real kube-apiserver + etcd (and the other real
 ## servers the crates need), all started on loopback by the tests themselves.
-test: deps testenv garage helm
+test: deps testenv garage helm falcoctl
 	FALCO_TESTENV_BIN="$$(bash hack/build-testenv.sh)" \
 	FALCO_GARAGE_BIN="$$(bash hack/build-garage.sh)/garage" \
 	FALCO_HELM_BIN="$$(bash hack/build-helm.sh)/helm" \
+	FALCO_FALCOCTL_BIN="$$(bash hack/build-falcoctl.sh)/falcoctl" \
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 
 ## lint: what CI checks before the tests.
@@ -49,6 +50,11 @@ garage:
 ## helm: build (once per machine) helm from the Go module proxy, for the chart tests.
 helm:
 	@bash hack/build-helm.sh >/dev/null
+
+## falcoctl: build (once per machine) falcoctl from the Go module proxy, the reference client
+## of the driver tests.
+falcoctl:
+	@bash hack/build-falcoctl.sh >/dev/null
 
 ## check-images: the container images' build check (static musl binaries, Dockerfile paths).
 check-images:

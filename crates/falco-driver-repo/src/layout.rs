@@ -1,9 +1,7 @@
 //! Keys, URL paths and driver file names of the repository layout.
 
+use falco_core::driver::is_repository_segment;
 use percent_encoding::percent_decode_str;
-
-/// Longest accepted path segment, in bytes.
-const MAX_SEGMENT: usize = 255;
 
 /// What a served object is; a closed set, used as a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,7 +67,7 @@ pub fn parse_url_path(rest: &str) -> Option<DriverPath> {
                 .map(|s| s.into_owned())
         })
         .collect::<Option<Vec<_>>>()?;
-    if !segments.iter().all(|s| valid_segment(s)) {
+    if !segments.iter().all(|s| is_repository_segment(s)) {
         return None;
     }
     match segments.as_slice() {
@@ -87,81 +85,6 @@ pub fn parse_url_path(rest: &str) -> Option<DriverPath> {
         }),
         _ => None,
     }
-}
-
-/// Whether a path segment is safe to use in a storage key.
-pub fn valid_segment(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_SEGMENT
-        && s != "."
-        && s != ".."
-        && s.chars().all(|c| {
-            !c.is_control()
-                && !matches!(
-                    c,
-                    '/' | '\\'
-                        | '%'
-                        | '#'
-                        | '?'
-                        | '*'
-                        | '<'
-                        | '>'
-                        | '|'
-                        | '"'
-                        | '{'
-                        | '}'
-                        | '^'
-                        | '['
-                        | ']'
-                        | '`'
-                        | '~'
-                )
-        })
-}
-
-/// The parts of a driver file name `<name>_<target>_<kernelrelease>_<kernelversion>.{ko,o}`.
-///
-/// Targets contain no `_`; kernel releases may, so like upstream's publisher (dbg-go) the
-/// kernel release extends to the last `_` and the kernel version is what follows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DriverName {
-    /// Driver name, usually `falco`.
-    pub name: String,
-    /// Target id, e.g. `ubuntu-generic`.
-    pub target: String,
-    /// Kernel release.
-    pub kernelrelease: String,
-    /// Kernel version.
-    pub kernelversion: String,
-    /// `ko` (kernel module) or `o` (legacy eBPF probe).
-    pub extension: &'static str,
-}
-
-/// Parses a driver file name; `None` when it does not follow the naming scheme.
-pub fn parse_driver_name(file: &str) -> Option<DriverName> {
-    let (stem, extension) = if let Some(stem) = file.strip_suffix(".ko") {
-        (stem, "ko")
-    } else if let Some(stem) = file.strip_suffix(".o") {
-        (stem, "o")
-    } else {
-        return None;
-    };
-    let (name, rest) = stem.split_once('_')?;
-    let (target, rest) = rest.split_once('_')?;
-    let (kernelrelease, kernelversion) = rest.rsplit_once('_')?;
-    if [name, target, kernelrelease, kernelversion]
-        .iter()
-        .any(|s| s.is_empty())
-    {
-        return None;
-    }
-    Some(DriverName {
-        name: name.into(),
-        target: target.into(),
-        kernelrelease: kernelrelease.into(),
-        kernelversion: kernelversion.into(),
-        extension,
-    })
 }
 
 #[cfg(test)]
@@ -202,18 +125,18 @@ mod tests {
     }
 
     #[test]
-    fn driver_names_split_like_upstream() {
-        let n = parse_driver_name("falco_almalinux_4.18.0-553.100.1.el8_10.aarch64_1.ko").unwrap();
-        assert_eq!(n.target, "almalinux");
-        assert_eq!(n.kernelrelease, "4.18.0-553.100.1.el8_10.aarch64");
-        assert_eq!(n.kernelversion, "1");
-        assert_eq!(
-            parse_driver_name("falco_ubuntu-generic_5.0.0_26.o")
-                .unwrap()
-                .extension,
-            "o"
-        );
-        assert!(parse_driver_name("falco_x.ko").is_none());
-        assert!(parse_driver_name("index.json").is_none());
+    fn upstream_names_with_tilde_and_plus_are_served_escaped_or_not() {
+        let file = "falco_ubuntu-gcp_5.15.0-1049-gcp_57~20.04.1.ko";
+        let key = format!("driver/8.0.0+driver/x86_64/{file}");
+        for path in [
+            format!("8.0.0%2Bdriver/x86_64/{file}"),
+            format!("8.0.0+driver/x86_64/{file}"),
+            "8.0.0%2Bdriver/x86_64/falco_ubuntu-gcp_5.15.0-1049-gcp_57%7E20.04.1.ko".to_owned(),
+            "8.0.0%2bdriver/x86_64/falco_ubuntu-gcp_5.15.0-1049-gcp_57%7e20.04.1.ko".to_owned(),
+        ] {
+            let p = parse_url_path(&path).unwrap_or_else(|| panic!("{path} refused"));
+            assert_eq!(p.key, key, "{path}");
+            assert_eq!(p.file, file);
+        }
     }
 }

@@ -118,8 +118,20 @@ pub enum Error {
     )]
     NothingToPublish(std::path::PathBuf),
     /// A file in the publish directory has a name that is not a driver name.
-    #[error("{0}: not a driver file name (<name>_<target>_<kr>_<kv>.ko|.o)")]
+    #[error(
+        "{0}: not a driver file name (<name>_<target>_<kr>_<kv>.ko|.o, of A-Z a-z 0-9 . _ + ~ -)"
+    )]
     BadDriverName(String),
+    /// A driver version or arch that cannot be a repository path segment.
+    #[error(
+        "{what} {value:?} is not a repository path segment (1 to 255 of A-Z a-z 0-9 . _ + ~ -)"
+    )]
+    BadSegment {
+        /// `driver version` or `arch`.
+        what: &'static str,
+        /// The value given.
+        value: String,
+    },
     /// The stored driver differs from the one being published.
     #[error(
         "{key} already exists with different content (sha256 {stored}, local {local}); use --force to replace it"

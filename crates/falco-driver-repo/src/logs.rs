@@ -189,7 +189,7 @@ fn rows(downloads: &[Download], source_key: &[u8; 32]) -> Vec<Row> {
         let Some(path) = parse_url_path(rest) else {
             continue;
         };
-        let Some(name) = crate::layout::parse_driver_name(&path.file) else {
+        let Some(name) = falco_core::driver::DriverFileName::parse(&path.file) else {
             continue;
         };
         let ua = (d.user_agent != "-").then_some(d.user_agent.as_str());

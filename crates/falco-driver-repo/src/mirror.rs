@@ -3,11 +3,11 @@
 
 use bytes::Bytes;
 use ed25519_dalek::{SigningKey, VerifyingKey};
+use falco_core::driver::DriverFileName;
 use falco_core::index::{self, DriverIndex};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use crate::layout::{parse_driver_name, valid_segment};
-use crate::publish::{Upload, rebuild_index, upload_driver};
+use crate::publish::{Upload, check_segments, rebuild_index, upload_driver};
 use crate::storage::Storage;
 use crate::{Error, Result};
 
@@ -75,11 +75,7 @@ pub async fn mirror(
     req: &MirrorRequest,
     signing_key: Option<&SigningKey>,
 ) -> Result<MirrorReport> {
-    for segment in [&req.version, &req.arch] {
-        if !valid_segment(segment) {
-            return Err(Error::BadDriverName(segment.clone()));
-        }
-    }
+    check_segments(&req.version, &req.arch)?;
     let client = reqwest::Client::builder()
         .user_agent(concat!("falco-driver-repo/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -136,7 +132,7 @@ pub async fn mirror(
     };
     let mut report = MirrorReport::default();
     for file in &files {
-        if parse_driver_name(file).is_none() || !valid_segment(file) {
+        if DriverFileName::parse(file).is_none() {
             return Err(Error::BadDriverName(file.clone()));
         }
         let url = format!("{base}/{}", utf8_percent_encode(file, SEGMENT));

@@ -7,9 +7,9 @@ use bytes::Bytes;
 use ed25519_dalek::SigningKey;
 use falco_core::index::{self, DriverIndex, IndexEntry};
 
-use crate::layout::{parse_driver_name, valid_segment};
 use crate::storage::Storage;
 use crate::{Error, Result};
+use falco_core::driver::{DriverFileName, is_repository_segment};
 
 /// How many times the index is rebuilt before publishing gives up.
 const INDEX_ATTEMPTS: u32 = 10;
@@ -61,6 +61,19 @@ fn name_of(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Refuses a driver version or arch that cannot be a repository path segment.
+pub(crate) fn check_segments(version: &str, arch: &str) -> Result<()> {
+    for (what, value) in [("driver version", version), ("arch", arch)] {
+        if !is_repository_segment(value) {
+            return Err(Error::BadSegment {
+                what,
+                value: value.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Finds drivers in the driverkit output layout `<dir>/<version>/<arch>/<file>.{ko,o}`.
 fn find_drivers(dir: &Path) -> Result<Vec<LocalDriver>> {
     let mut drivers = Vec::new();
@@ -72,11 +85,10 @@ fn find_drivers(dir: &Path) -> Result<Vec<LocalDriver>> {
                     continue;
                 }
                 let (version, arch) = (name_of(&version_dir), name_of(&arch_dir));
-                if parse_driver_name(&name).is_none()
-                    || ![&version, &arch, &name].iter().all(|s| valid_segment(s))
-                {
+                if DriverFileName::parse(&name).is_none() {
                     return Err(Error::BadDriverName(file.display().to_string()));
                 }
+                check_segments(&version, &arch)?;
                 drivers.push(LocalDriver {
                     version,
                     arch,
@@ -254,7 +266,7 @@ pub async fn rebuild_index(
             if file.contains('/') {
                 continue;
             }
-            let Some(name) = parse_driver_name(file) else {
+            let Some(name) = DriverFileName::parse(file) else {
                 continue;
             };
             // Reuse a checksum already in the index for a driver older than the index;

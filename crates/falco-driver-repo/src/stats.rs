@@ -7,10 +7,11 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 
 use bytes::Bytes;
+use falco_core::driver::DriverFileName;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::layout::{DriverPath, parse_driver_name};
+use crate::layout::DriverPath;
 use crate::storage::Storage;
 use crate::{Error, Result};
 
@@ -325,7 +326,7 @@ impl Recorder {
     fn rows(&self, counters: hashbrown::HashMap<HotKey, HotAgg>) -> Vec<Row> {
         let mut merged: BTreeMap<StatKey, Agg> = BTreeMap::new();
         for (key, agg) in counters {
-            let Some(name) = parse_driver_name(&key.file) else {
+            let Some(name) = DriverFileName::parse(&key.file) else {
                 continue;
             };
             let row = merged

@@ -6,13 +6,15 @@
 //! - [`discover`] / [`Distro`]: the target id from `$HOST_ROOT/etc/os-release` and marker
 //!   files, and the per-distribution kernel fix-ups (falcoctl's `pkg/driver/distro`);
 //! - [`driver_filename`], [`driver_url`], [`cache_path`]: falcoctl's naming, so the same
-//!   host resolves to the very URL falcoctl would fetch;
+//!   host resolves to the very URL falcoctl would fetch; [`DriverFileName`] parses a name
+//!   back into its parts, for every repository-side reader;
 //! - [`DriverType`] / [`Arch`] and the kernel support rules of each type.
 //!
 //! Reading files under a host root is the only I/O; no network, no Kubernetes.
 
 mod distro;
 mod kernel;
+mod name;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,7 @@ use std::str::FromStr;
 
 pub use distro::{Distro, DistroKind, OsRelease, UNDETERMINED, discover, generic_kernel_version};
 pub use kernel::KernelRelease;
+pub use name::{DriverFileName, MAX_SEGMENT_LEN, is_repository_segment};
 
 /// Default driver repository of falcoctl.
 pub const DEFAULT_REPO: &str = "https://download.falco.org/driver";

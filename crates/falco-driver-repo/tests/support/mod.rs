@@ -16,6 +16,46 @@ use falco_driver_repo::storage::{Storage, StorageOptions};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_falco-driver-repo");
 
+/// The driver loader's binary. Cargo builds the binaries of every workspace member before it
+/// runs any test of `cargo test --workspace` (as `make test` does); alone, this crate's tests
+/// need `cargo build -p falco-driver-loader` first.
+pub fn loader_bin() -> PathBuf {
+    let path = Path::new(BIN).with_file_name("falco-driver-loader");
+    assert!(
+        path.is_file(),
+        "{} is missing: run the tests with `make test` (cargo test --workspace), or \
+         `cargo build -p falco-driver-loader` first",
+        path.display()
+    );
+    path
+}
+
+/// The real falcoctl (v0.13.0, built from the Go module proxy by `hack/build-falcoctl.sh`):
+/// `FALCO_FALCOCTL_BIN`, else the script's cache. Fails, never skips, when it is missing.
+pub fn falcoctl_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("FALCO_FALCOCTL_BIN") {
+        return PathBuf::from(path);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_default()
+        .join("falco-operator/falcoctl");
+    std::fs::read_dir(&cache)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin/falcoctl"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "falcoctl not found (FALCO_FALCOCTL_BIN unset, nothing under {}): \
+                 run hack/build-falcoctl.sh",
+                cache.display()
+            )
+        })
+}
+
 /// Where a test's repository lives.
 pub enum Backend {
     Local(tempfile::TempDir),
