@@ -3,10 +3,14 @@
 # (`make demo`, `make test` and `.ci/run` call it; a machine that has them skips apt entirely):
 #   docker-registry: the real OCI registry of the artifact tests and the demo; apache2-utils: htpasswd;
 #   curl, nginx-light, wrk, hyperfine: the demo, the loader tests and the benchmarks' reference tools;
-#   musl-tools: the static builds of the container images' check.
+#   musl-tools: the static builds of the container images' check;
+#   dkms, falcosecurity-scap-dkms, linux-headers-amd64, gcc, make, kmod: the driver loader's real
+#   compile test (Debian's packaged Falco driver sources, built by dkms against the headers of
+#   whichever kernel release the archive's linux-headers-amd64 names today; modinfo checks it).
 set -euo pipefail
 need=()
-for pkg in curl docker-registry apache2-utils nginx-light wrk hyperfine musl-tools; do
+for pkg in curl docker-registry apache2-utils nginx-light wrk hyperfine musl-tools \
+  dkms falcosecurity-scap-dkms linux-headers-amd64 gcc make kmod; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 [ "${#need[@]}" -eq 0 ] && exit 0

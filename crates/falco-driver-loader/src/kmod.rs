@@ -7,10 +7,20 @@
 //!   for every version listed;
 //! - load: `chcon -t modules_object_t <path>` (errors ignored), `insmod <path>`;
 //! - fallback when no artifact could be obtained: `modprobe <name>`;
-//! - compile: for each usable `gcc*` beside `gcc`, `dkms install
+//! - compile: for each usable `gcc*` beside `gcc`, `dkms build
 //!   --directive=MAKE='<tmp>/falco-dkms-make' -m <name> -v <version> -k <release>
 //!   [--kernelsourcedir <HOST_ROOT>/lib/modules/<release>/build]`, then the module is taken
-//!   from `/var/lib/dkms/<name>/<version>/<release>/<arch>/module/`.
+//!   from `<dkms tree>/<name>/<version>/<release>/<arch>/module/`. A dkms tree or source root
+//!   other than dkms' defaults (`/var/lib/dkms`, `/usr/src`) is passed as `--dkmstree` /
+//!   `--sourcetree` to every dkms command, cleanup's included.
+//!
+//! Unlike falcoctl (driverkit's `dkms install`), the build is `dkms build`: the loader loads
+//! the module itself from its cache, so nothing needs installing into the host's
+//! `/lib/modules/<release>/updates/dkms` (which a driver-loader container should mount
+//! read-only) and no `depmod` runs on the host. The module's file name comes from the
+//! sources' `dkms.conf` (`BUILT_MODULE_NAME[0]`), not from the driver name: Debian's
+//! `falcosecurity-scap-dkms` packages the driver as `scap` (`/usr/src/scap-<version>`,
+//! module `scap.ko`), Falco's own packages as `falco`.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
@@ -42,10 +52,30 @@ impl Default for KmodOptions {
         Self {
             rmmod_attempts: 10,
             rmmod_wait: Duration::from_secs(5),
-            dkms_root: PathBuf::from("/var/lib/dkms"),
+            dkms_root: PathBuf::from(DEFAULT_DKMS_ROOT),
             src_root: PathBuf::from(crate::cli::DEFAULT_SRC_ROOT),
             tmp_dir: std::env::temp_dir(),
         }
+    }
+}
+
+/// dkms' own default tree.
+const DEFAULT_DKMS_ROOT: &str = "/var/lib/dkms";
+
+impl KmodOptions {
+    /// `--dkmstree`/`--sourcetree` for dkms when they are not dkms' defaults (so with the
+    /// defaults the commands are exactly falcoctl's).
+    fn dkms_tree_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        for (flag, dir, default) in [
+            ("--dkmstree", &self.dkms_root, DEFAULT_DKMS_ROOT),
+            ("--sourcetree", &self.src_root, crate::cli::DEFAULT_SRC_ROOT),
+        ] {
+            if dir != Path::new(default) {
+                args.extend([flag.to_owned(), dir.to_string_lossy().into_owned()]);
+            }
+        }
+        args
     }
 }
 
@@ -95,7 +125,9 @@ pub fn cleanup(runner: &dyn CommandRunner, name: &str, opts: &KmodOptions) -> Re
         tracing::info!("skipping dkms remove (dkms not found)");
         return Ok(());
     }
-    let status = runner.run("dkms", &["status", "-m", name])?;
+    let tree = opts.dkms_tree_args();
+    let tree: Vec<&str> = tree.iter().map(String::as_str).collect();
+    let status = runner.run("dkms", &[&["status"], &tree[..], &["-m", name]].concat())?;
     let mut versions: Vec<String> = Vec::new();
     for line in status.stdout.lines() {
         // As falcoctl: drop ',' and ':', '/' becomes ' ', second field.
@@ -112,7 +144,13 @@ pub fn cleanup(runner: &dyn CommandRunner, name: &str, opts: &KmodOptions) -> Re
     }
     for version in versions {
         tracing::info!(module = name, version, "removing the dkms module");
-        let out = runner.run("dkms", &["remove", "-m", name, "-v", &version, "--all"])?;
+        let args = [
+            &["remove"],
+            &tree[..],
+            &["-m", name, "-v", &version, "--all"],
+        ]
+        .concat();
+        let out = runner.run("dkms", &args)?;
         if !out.success {
             tracing::warn!(version, stderr = %out.stderr.trim(), "dkms remove failed");
         }
@@ -211,10 +249,12 @@ pub fn compile(
     let src = opts.src_root.join(format!("{}-{}", req.name, req.version));
     if !src.is_dir() {
         return Err(Error::Compile(format!(
-            "driver sources not found at {}",
-            src.display()
+            "driver sources not found at {}{}",
+            src.display(),
+            other_sources_hint(&opts.src_root)
         )));
     }
+    let module = built_module_name(&src, req.name);
     if runner.which("dkms").is_none() {
         return Err(Error::Compile("dkms not found".to_owned()));
     }
@@ -225,6 +265,13 @@ pub fn compile(
         .join("build");
     let source_dir = (req.host_root != Path::new("/") && headers.is_dir())
         .then(|| headers.to_string_lossy().into_owned());
+    // The driver's Makefile defaults KERNELDIR to the *running* kernel's headers; the make
+    // wrapper names the release being built for (it differs with --kernelrelease).
+    let kernel_dir = source_dir
+        .clone()
+        .unwrap_or_else(|| format!("/lib/modules/{}/build", req.kernel_release));
+    // dkms refuses a tree that does not exist ("No write access to DKMS tree").
+    fs::create_dir_all(&opts.dkms_root).map_err(|e| Error::io("create", &opts.dkms_root, e))?;
     let compilers = compilers(runner)?;
     let attempts: Vec<Option<PathBuf>> = if compilers.is_empty() {
         vec![None]
@@ -233,9 +280,13 @@ pub fn compile(
     };
     let wrapper = opts.tmp_dir.join(format!("{}-dkms-make", req.name));
     for gcc in attempts {
-        let mut args: Vec<String> = vec!["install".into()];
+        let mut args: Vec<String> = vec!["build".into()];
+        args.extend(opts.dkms_tree_args());
         if let Some(gcc) = &gcc {
-            let script = format!("#!/usr/bin/env bash\nmake CC={} \"$@\"\n", gcc.display());
+            let script = format!(
+                "#!/usr/bin/env bash\nmake CC={} KERNELDIR={kernel_dir} \"$@\"\n",
+                gcc.display()
+            );
             fs::write(&wrapper, script).map_err(|e| Error::io("write", &wrapper, e))?;
             fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755))
                 .map_err(|e| Error::io("chmod", &wrapper, e))?;
@@ -253,10 +304,10 @@ pub fn compile(
         tracing::info!(compiler = ?gcc, "compiling the kernel module with dkms");
         let out = runner.run("dkms", &argv)?;
         if out.success {
-            if let Some(module) = built_module(opts, req) {
-                return Ok(module);
+            if let Some(built) = built_module(opts, req, &module) {
+                return Ok(built);
             }
-            tracing::warn!("dkms succeeded but no module was found in its tree");
+            tracing::warn!(module, "dkms succeeded but no module was found in its tree");
         } else {
             let log = opts
                 .dkms_root
@@ -266,7 +317,7 @@ pub fn compile(
             tracing::warn!(
                 stderr = %out.stderr.trim(),
                 make_log = %fs::read_to_string(&log).unwrap_or_default(),
-                "dkms install failed"
+                "dkms build failed"
             );
         }
     }
@@ -276,7 +327,55 @@ pub fn compile(
     )))
 }
 
-fn built_module(opts: &KmodOptions, req: &CompileRequest<'_>) -> Option<PathBuf> {
+/// Largest `dkms.conf` read.
+const DKMS_CONF_LIMIT: u64 = 64 * 1024;
+
+/// The module file name the sources build: `BUILT_MODULE_NAME[0]` of their `dkms.conf` (with
+/// `$PACKAGE_NAME` expanded), else the driver name.
+fn built_module_name(src: &Path, name: &str) -> String {
+    use std::io::Read as _;
+    let mut text = String::new();
+    let read = fs::File::open(src.join("dkms.conf"))
+        .and_then(|f| f.take(DKMS_CONF_LIMIT).read_to_string(&mut text));
+    if read.is_err() {
+        return name.to_owned();
+    }
+    let value = |key: &str| {
+        text.lines().find_map(|line| {
+            let value = line.trim().strip_prefix(key)?.strip_prefix('=')?;
+            Some(value.trim().trim_matches(['"', '\'']).to_owned())
+        })
+    };
+    let package = value("PACKAGE_NAME").unwrap_or_else(|| name.to_owned());
+    value("BUILT_MODULE_NAME[0]")
+        .map(|m| {
+            m.replace("${PACKAGE_NAME}", &package)
+                .replace("$PACKAGE_NAME", &package)
+        })
+        .filter(|m| !m.is_empty() && !m.contains(['/', '$']) && m != "..")
+        .unwrap_or_else(|| name.to_owned())
+}
+
+/// ` (found …: select them with --name and --version)` when other dkms sources are present.
+fn other_sources_hint(src_root: &Path) -> String {
+    let mut found: Vec<String> = fs::read_dir(src_root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("dkms.conf").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if found.is_empty() {
+        return String::new();
+    }
+    found.sort();
+    format!(
+        " (driver sources present: {}; select one with --name and --version)",
+        found.join(", ")
+    )
+}
+
+fn built_module(opts: &KmodOptions, req: &CompileRequest<'_>, module: &str) -> Option<PathBuf> {
     let dir = opts
         .dkms_root
         .join(req.name)
@@ -286,7 +385,7 @@ fn built_module(opts: &KmodOptions, req: &CompileRequest<'_>) -> Option<PathBuf>
         .join("module");
     ["ko", "ko.gz", "ko.xz", "ko.zst"]
         .iter()
-        .map(|ext| dir.join(format!("{}.{ext}", req.name)))
+        .map(|ext| dir.join(format!("{module}.{ext}")))
         .find(|p| p.is_file())
 }
 
@@ -396,7 +495,7 @@ mod tests {
                 )],
             )
             .on(
-                "dkms install",
+                "dkms build",
                 vec![CommandOutput::failed("build error"), CommandOutput::ok("")],
             );
         let host = p("host");
@@ -412,7 +511,9 @@ mod tests {
         let wrapper = p("falco-dkms-make");
         let ksrc = p("host/lib/modules/6.1.0-13-amd64/build");
         let dkms = format!(
-            "dkms install --directive=MAKE='{}' -m falco -v 8.0.0 -k 6.1.0-13-amd64 --kernelsourcedir {}",
+            "dkms build --dkmstree {} --sourcetree {} --directive=MAKE='{}' -m falco -v 8.0.0 -k 6.1.0-13-amd64 --kernelsourcedir {}",
+            p("dkms").display(),
+            p("src").display(),
             wrapper.display(),
             ksrc.display()
         );
@@ -454,6 +555,19 @@ mod tests {
                 .to_string()
                 .contains("sources not found")
         );
+        fs::create_dir(root.path().join("scap-0.1.1")).unwrap();
+        fs::write(
+            root.path().join("scap-0.1.1/dkms.conf"),
+            "PACKAGE_NAME=scap\n",
+        )
+        .unwrap();
+        let err = compile(&runner, &opts, &req).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "driver sources present: scap-0.1.1; select one with --name and --version"
+            ),
+            "{err}"
+        );
         fs::create_dir(root.path().join("falco-8.0.0")).unwrap();
         assert!(
             compile(&runner, &opts, &req)
@@ -462,5 +576,34 @@ mod tests {
                 .contains("dkms not found")
         );
         assert!(runner.calls().is_empty());
+    }
+
+    #[test]
+    fn the_module_name_comes_from_dkms_conf() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            built_module_name(dir.path(), "falco"),
+            "falco",
+            "no dkms.conf"
+        );
+        for (conf, want) in [
+            (
+                "PACKAGE_NAME=\"scap\"\nBUILT_MODULE_NAME[0]=\"scap\"\n",
+                "scap",
+            ),
+            (
+                "PACKAGE_NAME=\"falco\"\nBUILT_MODULE_NAME[0]=\"${PACKAGE_NAME}\"\n",
+                "falco",
+            ),
+            (
+                "PACKAGE_NAME=mine\nBUILT_MODULE_NAME[0]='$PACKAGE_NAME'\n",
+                "mine",
+            ),
+            ("BUILT_MODULE_NAME[0]=\"../evil\"\n", "falco"),
+            ("BUILT_MODULE_NAME[0]=\"$OTHER\"\n", "falco"),
+        ] {
+            fs::write(dir.path().join("dkms.conf"), conf).unwrap();
+            assert_eq!(built_module_name(dir.path(), "falco"), want, "{conf}");
+        }
     }
 }

@@ -355,12 +355,19 @@ async fn download_failure_falls_back_to_a_dkms_build() {
     );
     assert_installed(&cached, b"built by dkms");
     let p = cached.display();
+    // A private dkms tree and source root are passed to every dkms command; `build`, not
+    // `install`: the loader loads the module from its cache itself.
+    let tree = format!(
+        "--dkmstree {} --sourcetree {}",
+        root.join("dkms").display(),
+        root.join("src").display()
+    );
     assert_eq!(
         runner.calls(),
         [
             "lsmod".to_owned(),
-            "dkms status -m falco".to_owned(),
-            format!("dkms install -m falco -v {VERSION} -k {KR}"),
+            format!("dkms status {tree} -m falco"),
+            format!("dkms build {tree} -m falco -v {VERSION} -k {KR}"),
             format!("chcon -t modules_object_t {p}"),
             format!("insmod {p}"),
         ]
