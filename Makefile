@@ -69,6 +69,7 @@ bench: testenv build
 	$(CARGO) build --release --workspace --bins
 	bash bench/testenv.sh
 	bash bench/driver-loader.sh
+	bash bench/driver-coverage.sh
 	bash bench/driver-repo.sh
 	bash bench/operator.sh
 	bash bench/artifact-operator.sh

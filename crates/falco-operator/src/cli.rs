@@ -32,6 +32,43 @@ pub enum Command {
         #[arg(long, default_value = "falco-operator")]
         name: String,
     },
+    /// Before rolling out a kmod instance: which nodes would get a prebuilt driver from the
+    /// repositories and which would compile one, grouped by target and kernel.
+    DriverCoverage(CoverageArgs),
+}
+
+/// `falco-operator driver-coverage`.
+#[derive(Args, Debug)]
+pub struct CoverageArgs {
+    /// Read the Nodes from this file (`kubectl get nodes -o json`; `-` for stdin) instead of
+    /// listing them in the cluster of the current kubeconfig.
+    #[arg(long, value_name = "FILE")]
+    pub nodes: Option<PathBuf>,
+    /// Driver repositories, tried in order (repeat the flag or separate with commas).
+    #[arg(long = "repo", value_delimiter = ',', default_value = falco_core::driver::DEFAULT_REPO)]
+    pub repos: Vec<String>,
+    /// Driver version, e.g. 8.0.0+driver.
+    #[arg(long)]
+    pub driver_version: String,
+    /// Public key file (base64 ed25519, from `falco-driver-repo keygen`) that must have signed
+    /// each repository's index.json.
+    #[arg(long, value_name = "FILE")]
+    pub trusted_key: Option<PathBuf>,
+    /// Timeout of each HTTP request, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub timeout_seconds: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+}
+
+/// Output format of a report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// A table for a person.
+    Table,
+    /// JSON for a program.
+    Json,
 }
 
 /// `falco-operator run`.

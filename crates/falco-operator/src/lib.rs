@@ -140,6 +140,7 @@ pub mod cache;
 pub mod children;
 pub mod cli;
 pub mod component;
+pub mod coverage;
 pub mod events;
 pub mod falco;
 pub mod labels;
@@ -256,6 +257,14 @@ pub enum Error {
     /// Boxed: `finalizer::Error` embeds this type.
     #[error("finalizer")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// A step of `driver-coverage` (reading the Nodes, fetching or verifying an index) failed.
+    #[error("{step}: {reason}")]
+    Coverage {
+        /// What was being done.
+        step: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -269,6 +278,7 @@ impl Error {
             Self::Apply { .. } => "apply",
             Self::Delete { .. } => "delete",
             Self::PatchStatus(_) => "status",
+            Self::Coverage { .. } => "coverage",
             Self::Finalizer(e) => match e.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.category(),

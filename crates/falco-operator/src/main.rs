@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use falco_operator::cli::{Cli, Command, LogFormat, RunArgs, bind_address};
+use falco_operator::coverage;
 use falco_operator::metrics::{Metrics, instrumented_client};
 use falco_operator::run::{self, RunConfig};
 use falco_operator::{OperatorConfig, rbac};
@@ -26,6 +27,14 @@ fn main() -> anyhow::Result<()> {
                 "{}",
                 serde_yaml::to_string(&rbac::operator_cluster_role(&name))?
             );
+            Ok(())
+        }
+        Command::DriverCoverage(args) => {
+            let output = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(coverage::command(&args))?;
+            print!("{output}");
             Ok(())
         }
         // One thread: the operator waits on the API server (15 % of one core at 100 changes/s in

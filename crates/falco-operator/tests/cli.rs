@@ -27,6 +27,7 @@ fn assert_help(args: &[&str], snapshot: &str) {
 fn help_is_pinned() {
     assert_help(&["--help"], "help.txt");
     assert_help(&["run", "--help"], "run-help.txt");
+    assert_help(&["driver-coverage", "--help"], "driver-coverage-help.txt");
 }
 
 #[test]

@@ -12,6 +12,7 @@
 //!
 //! Reading files under a host root is the only I/O; no network, no Kubernetes.
 
+pub mod coverage;
 mod distro;
 mod kernel;
 mod name;
@@ -115,7 +116,7 @@ impl FromStr for DriverType {
 }
 
 /// A CPU architecture as named in repository paths.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Arch {
     /// `x86_64` (Go's `amd64`).
     X86_64,
