@@ -8,7 +8,7 @@
 #      selected by node label, and a Config;
 #   5. a local driver repository: a sample driver published with a checksum and a signed
 #      index, served over HTTP, fetched and verified by the driver loader for a fake host,
-#      and the download statistics;
+#      the coverage report of a sample fleet against it, and the download statistics;
 #   6. where to look; then it runs until Ctrl-C and cleans up after itself.
 # DEMO_ONESHOT=1 runs the steps, checks them and exits (CI uses it).
 set -euo pipefail
@@ -136,6 +136,11 @@ installed="$dir/home/.falco/$version/x86_64/$driver"
 cmp -s "$installed" "$dir/driverkit-out/$version/x86_64/$driver" || { echo "the installed driver differs from the published one" >&2; exit 1; }
 echo "installed and verified: $installed"
 
+step "Coverage before a kmod rollout: which nodes of a fleet get a prebuilt driver (falco-operator driver-coverage)"
+echo "(a sample fleet, hack/demo/fleet.json, as \`kubectl get nodes -o json\` prints it; without --nodes it reads the cluster)"
+"$bin/falco-operator" driver-coverage --nodes hack/demo/fleet.json --repo "http://$addr/driver" \
+  --driver-version "$version" --trusted-key "$dir/repo.pub" | tee "$dir/coverage.txt"
+
 step "Download statistics"
 for _ in $(seq 1 50); do
   "$bin/falco-driver-repo" stats --storage "file://$repo" --format json 2>/dev/null | grep -q "$kr" && break
@@ -166,6 +171,8 @@ if [ "${DEMO_ONESHOT:-0}" = 1 ]; then
   [ ! -e "$dir/nodes/node-b/rules.d/60-03-frontend-rules-inline.yaml" ] ||
     { echo "demo check failed: node-b got a rules file its labels do not select" >&2; exit 1; }
   check "$dir/nodes/node-a/config.d/60-03-json-output-inline.yaml"
+  grep -q "7 nodes: 0 prebuilt, 3 likely prebuilt, 3 would compile, 1 not applicable" "$dir/coverage.txt" ||
+    { echo "demo check failed: unexpected coverage report (see $dir/coverage.txt)" >&2; exit 1; }
   echo "demo check passed (Falco and Component reconciled, artifacts delivered per node, driver installed)"
   exit 0
 fi
