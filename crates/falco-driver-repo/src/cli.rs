@@ -124,6 +124,18 @@ pub struct ServeArgs {
     /// Retry-After seconds sent with 503 when the storage is unavailable.
     #[arg(long, default_value_t = 5)]
     pub retry_after: u64,
+    /// Seconds a client has to send a request head (request line and headers); also the
+    /// longest wait for the next request on a keep-alive connection.
+    #[arg(long, default_value_t = 10)]
+    pub header_read_timeout: u64,
+    /// Seconds after which a connection that neither reads nor writes a byte is closed
+    /// (keep it above --storage-timeout).
+    #[arg(long, default_value_t = 60)]
+    pub idle_timeout: u64,
+    /// Most connections open at once; further connections wait in the accept queue until
+    /// one closes (needs `ulimit -n` above it).
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
 }
 
 /// Arguments of `publish`.
@@ -265,6 +277,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 negative_ttl: Duration::from_secs(args.negative_ttl),
                 retry_after: Duration::from_secs(args.retry_after),
                 trust_forwarded_for: args.trust_forwarded_for,
+                header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
+                idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+                max_connections: args.max_connections.max(1),
                 ..ServeConfig::default()
             };
             let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -281,3 +281,20 @@ pub fn stats_json(backend: &Backend) -> serde_json::Value {
     let out = cli_ok(backend, &["stats", "--format", "json"]);
     serde_json::from_str(&out).expect("stats json")
 }
+
+/// The soft limit of open files of this process (the server child inherits it).
+pub fn open_files_limit() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("/proc/self/limits");
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| {
+            if v == "unlimited" {
+                Some(u64::MAX)
+            } else {
+                v.parse().ok()
+            }
+        })
+        .expect("Max open files in /proc/self/limits")
+}
