@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::serve::{AppState, ServeConfig};
-use crate::stats::Recorder;
+use crate::stats::{Recorder, SourceKeys};
 use crate::storage::{Storage, StorageOptions};
 use crate::{Error, Result};
 
@@ -91,6 +91,16 @@ impl StorageArgs {
     }
 }
 
+/// How long a new source key must stay unchanged before it is used (see
+/// `stats::SourceKeys`): zero on local storage, where create-only writes are atomic.
+fn key_settle(storage: &Storage, seconds: u64) -> Duration {
+    if storage.is_local() {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(seconds)
+    }
+}
+
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -136,6 +146,15 @@ pub struct ServeArgs {
     /// one closes (needs `ulimit -n` above it).
     #[arg(long, default_value_t = 4096)]
     pub max_connections: usize,
+    /// Most distinct missing drivers counted per flush interval; further 404s are counted in
+    /// one overflow bucket.
+    #[arg(long, default_value_t = crate::stats::DEFAULT_MISS_CAPACITY)]
+    pub stats_miss_capacity: usize,
+    /// Seconds a newly created daily source key must stay unchanged in S3 before it is used
+    /// (S3 servers that ignore create-only writes let two replicas both create it; must
+    /// exceed the time one storage write takes).
+    #[arg(long, default_value_t = 5)]
+    pub stats_key_settle: u64,
 }
 
 /// Arguments of `publish`.
@@ -191,6 +210,15 @@ pub struct StatsArgs {
     /// First ingest the S3 server access logs under this storage prefix (each once).
     #[arg(long, value_name = "PREFIX")]
     pub ingest_s3_logs: Option<String>,
+    /// Print the most-requested missing drivers (404s on driver names, most distinct
+    /// sources first; drivers published since are left out) instead of the downloads.
+    #[arg(long)]
+    pub missing: bool,
+    /// Seconds a newly created daily source key must stay unchanged in S3 before it is used
+    /// (S3 servers that ignore create-only writes let two replicas both create it; must
+    /// exceed the time one storage write takes).
+    #[arg(long, default_value_t = 5)]
+    pub stats_key_settle: u64,
 }
 
 /// Arguments of `mirror`.
@@ -268,8 +296,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             let recorder = if args.no_stats {
                 None
             } else {
-                let key = crate::stats::load_source_key(&storage).await?;
-                Some(Arc::new(Recorder::new(key)))
+                let keys = SourceKeys::new(key_settle(&storage, args.stats_key_settle));
+                let recorder = Recorder::new(keys, args.stats_miss_capacity);
+                recorder.prepare(&storage).await?;
+                Some(Arc::new(recorder))
             };
             let config = ServeConfig {
                 max_age: Duration::from_secs(args.max_age),
@@ -320,22 +350,51 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Stats(args) => {
             let storage = args.storage.open()?;
+            let keys = SourceKeys::new(key_settle(&storage, args.stats_key_settle));
+            for key in keys
+                .delete_final(&storage, crate::stats::day_number())
+                .await?
+            {
+                tracing::info!(%key, "deleted the source key of a final day");
+            }
             for (prefix, format) in [
                 (&args.ingest_cloudfront, crate::logs::LogFormat::CloudFront),
                 (&args.ingest_s3_logs, crate::logs::LogFormat::S3),
             ] {
                 if let Some(prefix) = prefix {
-                    let r = crate::logs::ingest(&storage, prefix, format).await?;
+                    let r = crate::logs::ingest(&storage, &keys, prefix, format).await?;
                     tracing::info!(
                         ingested = r.ingested,
                         skipped = r.skipped,
                         downloads = r.downloads,
+                        misses = r.misses,
                         "ingested access logs"
                     );
                 }
             }
-            let rows = crate::stats::load_rows(&storage).await?;
-            let report = crate::stats::report(&rows, args.top);
+            let loaded = crate::stats::load(&storage).await?;
+            if args.missing {
+                let mut report = crate::stats::missing_report(&loaded.misses);
+                // Leave out what has been published since it was asked for.
+                let mut kept = Vec::new();
+                for line in std::mem::take(&mut report.missing) {
+                    if kept.len() >= args.top {
+                        break;
+                    }
+                    if storage.head(&line.storage_key()).await?.is_none() {
+                        kept.push(line);
+                    }
+                }
+                report.missing = kept;
+                return match args.format {
+                    Format::Table => print(&crate::stats::render_missing(&report)),
+                    Format::Json => print(&format!(
+                        "{}\n",
+                        serde_json::to_string_pretty(&report).unwrap_or_default()
+                    )),
+                };
+            }
+            let report = crate::stats::report(&loaded.rows, args.top);
             match args.format {
                 Format::Table => print(&crate::stats::render_table(&report)),
                 Format::Json => print(&format!(

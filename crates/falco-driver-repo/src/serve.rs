@@ -27,7 +27,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::layout::{DriverPath, ObjectKind, parse_url_path};
-use crate::stats::Recorder;
+use crate::stats::{MissOutcome, Recorder};
 use crate::storage::Storage;
 use crate::{Error, Result};
 
@@ -153,6 +153,8 @@ struct Metrics {
     requests: Family<RequestLabels, Counter>,
     negative_hits: Counter,
     downloads: Counter,
+    misses: Counter,
+    miss_overflow: Counter,
     connections_open: Gauge,
     connections_closed: Family<CloseLabels, Counter>,
 }
@@ -219,6 +221,16 @@ impl AppState {
             metrics.downloads.clone(),
         );
         registry.register(
+            "missing_driver_requests",
+            "GETs of well-formed driver names answered 404, counted for the statistics",
+            metrics.misses.clone(),
+        );
+        registry.register(
+            "missing_driver_overflow",
+            "Missing-driver requests counted in the overflow bucket (more distinct missing drivers than --stats-miss-capacity in one flush interval)",
+            metrics.miss_overflow.clone(),
+        );
+        registry.register(
             "connections_open",
             "HTTP connections open now",
             metrics.connections_open.clone(),
@@ -283,7 +295,7 @@ pub async fn run(
     if let Some(recorder) = &state.recorder {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match recorder.flush(&state.storage).await {
+            match recorder.flush_final(&state.storage).await {
                 Ok(n) => {
                     tracing::info!(downloads = n, "final statistics flush");
                     break;
@@ -799,9 +811,29 @@ async fn serve_object(
     path: &DriverPath,
     kind: ObjectKind,
 ) -> Response {
+    // A 404 for a driver is demand for a driver nobody built: counted, from the negative
+    // cache too.
+    let missing = || {
+        if *method == Method::GET
+            && kind == ObjectKind::Driver
+            && let Some(recorder) = &state.recorder
+        {
+            match recorder.record_miss(path, client_ip(state, peer, headers)) {
+                MissOutcome::Counted => {
+                    state.metrics.misses.inc();
+                }
+                MissOutcome::Overflow => {
+                    state.metrics.misses.inc();
+                    state.metrics.miss_overflow.inc();
+                }
+                MissOutcome::NotADriver => {}
+            }
+        }
+        not_found(state)
+    };
     if state.negative.contains(&path.key) {
         state.metrics.negative_hits.inc();
-        return not_found(state);
+        return missing();
     }
     let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let range = headers.get(header::RANGE);
@@ -821,7 +853,7 @@ async fn serve_object(
                         state.config.negative_ttl,
                         state.config.negative_capacity,
                     );
-                    return not_found(state);
+                    return missing();
                 }
                 Err(e) => return unavailable(state, &e),
             };
@@ -881,7 +913,7 @@ async fn serve_object(
                 state.config.negative_ttl,
                 state.config.negative_capacity,
             );
-            return not_found(state);
+            return missing();
         }
         Err(e) => return unavailable(state, &e),
     };
@@ -890,7 +922,7 @@ async fn serve_object(
     let counted = kind == ObjectKind::Driver && served.start == 0;
     if counted && let Some(recorder) = &state.recorder {
         let ua = text(header::USER_AGENT);
-        recorder.record(path, ua, client_ip(state, peer, headers));
+        recorder.record(path, ua, range.is_some(), client_ip(state, peer, headers));
         state.metrics.downloads.inc();
     }
     let mut r = Response::new(body(result));
