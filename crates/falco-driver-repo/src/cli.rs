@@ -351,11 +351,17 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Stats(args) => {
             let storage = args.storage.open()?;
             let keys = SourceKeys::new(key_settle(&storage, args.stats_key_settle));
-            for key in keys
+            // Read-only credentials can still print the report: the servers delete keys too.
+            match keys
                 .delete_final(&storage, crate::stats::day_number())
-                .await?
+                .await
             {
-                tracing::info!(%key, "deleted the source key of a final day");
+                Ok(deleted) => {
+                    for key in deleted {
+                        tracing::info!(%key, "deleted the source key of a final day");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot delete the source keys of final days"),
             }
             for (prefix, format) in [
                 (&args.ingest_cloudfront, crate::logs::LogFormat::CloudFront),
