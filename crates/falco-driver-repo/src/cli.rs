@@ -298,7 +298,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             } else {
                 let keys = SourceKeys::new(key_settle(&storage, args.stats_key_settle));
                 let recorder = Recorder::new(keys, args.stats_miss_capacity);
-                recorder.prepare(&storage).await?;
+                // The storage may be down at start: serving does not wait for it, and the
+                // key is created at the first flush instead.
+                if let Err(e) = recorder.prepare(&storage).await {
+                    tracing::warn!(error = %e, "cannot prepare the statistics source keys");
+                }
                 Some(Arc::new(recorder))
             };
             let config = ServeConfig {
