@@ -145,6 +145,35 @@ kill -TERM "$on_pid" "$off_pid"; wait "$on_pid" "$off_pid" 2>/dev/null || true
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 on_median="$(median "${on_runs[@]}")"; off_median="$(median "${off_runs[@]}")"
 
+# Slowloris: one GET while 2,000 connections each hold half a request head (goal < 1 s).
+slowloris_ms() { # slowloris_ms PORT -> milliseconds of the GET
+  python3 - "$1" "$VU" "$small" <<'PY'
+import re, socket, sys, time, urllib.request
+port, vu, small = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+socks = []
+for _ in range(2000):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(f"GET /driver/{vu}/x86_64/falco_".encode())
+    socks.append(s)
+deadline = time.monotonic() + 30
+while True:  # until the server has accepted all of them
+    m = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
+    if float(re.search(r"^driver_repo_connections_open (\S+)", m, re.M).group(1)) >= 2000:
+        break
+    if time.monotonic() > deadline:
+        sys.exit("the server did not accept 2000 connections")
+    time.sleep(0.05)
+t = time.monotonic()
+with urllib.request.urlopen(f"http://127.0.0.1:{port}/driver/{vu}/x86_64/{small}", timeout=30) as r:
+    r.read()
+print(f"{(time.monotonic() - t) * 1000:.1f}")
+PY
+}
+echo "bench/driver-repo: GET under slowloris" >&2
+start_repo slowloris --storage "file://$data" --no-stats
+slowloris="$(slowloris_ms "$repo_port")"
+stop_repo
+
 s3=""
 if [ "${SKIP_S3:-}" != 1 ]; then
   garage_bin="${FALCO_GARAGE_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/falco-operator/garage-2.5.0/bin/garage}"
@@ -227,6 +256,8 @@ section="$work/section.md"
   echo "(goal < 5 %). Single runs in the table: 10 MiB with statistics at"
   echo "$(ratio "$(second "${R[local_on,large]}")" "$(second "${R[local_off,large]}")") of the throughput without."
   echo "404s are answered from the negative cache after the first miss, so they cost no storage call."
+  echo "Slowloris: a 1 KB GET answered in **${slowloris} ms** while 2,000 connections each hold half a"
+  echo "request head (goal < 1 s; they are closed by the 10 s header-read timeout)."
   echo "The goals compare like with like (NGINX and the local backend serve one directory); the S3 row"
   echo "adds a Garage round trip, on the same 2 CPUs, to every request: behind a CDN, as the seed"
   echo "deploys it, the S3 backend sees only the CDN's cache misses."

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::serve::{AppState, ServeConfig};
-use crate::stats::Recorder;
+use crate::stats::{Recorder, SourceKeys};
 use crate::storage::{Storage, StorageOptions};
 use crate::{Error, Result};
 
@@ -91,6 +91,16 @@ impl StorageArgs {
     }
 }
 
+/// How long a new source key must stay unchanged before it is used (see
+/// `stats::SourceKeys`): zero on local storage, where create-only writes are atomic.
+fn key_settle(storage: &Storage, seconds: u64) -> Duration {
+    if storage.is_local() {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(seconds)
+    }
+}
+
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -124,6 +134,27 @@ pub struct ServeArgs {
     /// Retry-After seconds sent with 503 when the storage is unavailable.
     #[arg(long, default_value_t = 5)]
     pub retry_after: u64,
+    /// Seconds a client has to send a request head (request line and headers); also the
+    /// longest wait for the next request on a keep-alive connection.
+    #[arg(long, default_value_t = 10)]
+    pub header_read_timeout: u64,
+    /// Seconds after which a connection that neither reads nor writes a byte is closed
+    /// (keep it above --storage-timeout).
+    #[arg(long, default_value_t = 60)]
+    pub idle_timeout: u64,
+    /// Most connections open at once; further connections wait in the accept queue until
+    /// one closes (needs `ulimit -n` above it).
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Most distinct missing drivers counted per flush interval; further 404s are counted in
+    /// one overflow bucket.
+    #[arg(long, default_value_t = crate::stats::DEFAULT_MISS_CAPACITY)]
+    pub stats_miss_capacity: usize,
+    /// Seconds a newly created daily source key must stay unchanged in S3 before it is used
+    /// (S3 servers that ignore create-only writes let two replicas both create it; must
+    /// exceed the time one storage write takes).
+    #[arg(long, default_value_t = 5)]
+    pub stats_key_settle: u64,
 }
 
 /// Arguments of `publish`.
@@ -179,6 +210,15 @@ pub struct StatsArgs {
     /// First ingest the S3 server access logs under this storage prefix (each once).
     #[arg(long, value_name = "PREFIX")]
     pub ingest_s3_logs: Option<String>,
+    /// Print the most-requested missing drivers (404s on driver names, most distinct
+    /// sources first; drivers published since are left out) instead of the downloads.
+    #[arg(long)]
+    pub missing: bool,
+    /// Seconds a newly created daily source key must stay unchanged in S3 before it is used
+    /// (S3 servers that ignore create-only writes let two replicas both create it; must
+    /// exceed the time one storage write takes).
+    #[arg(long, default_value_t = 5)]
+    pub stats_key_settle: u64,
 }
 
 /// Arguments of `mirror`.
@@ -256,8 +296,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             let recorder = if args.no_stats {
                 None
             } else {
-                let key = crate::stats::load_source_key(&storage).await?;
-                Some(Arc::new(Recorder::new(key)))
+                let keys = SourceKeys::new(key_settle(&storage, args.stats_key_settle));
+                let recorder = Recorder::new(keys, args.stats_miss_capacity);
+                // The storage may be down at start: serving does not wait for it, and the
+                // key is created at the first flush instead.
+                if let Err(e) = recorder.prepare(&storage).await {
+                    tracing::warn!(error = %e, "cannot prepare the statistics source keys");
+                }
+                Some(Arc::new(recorder))
             };
             let config = ServeConfig {
                 max_age: Duration::from_secs(args.max_age),
@@ -265,6 +311,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 negative_ttl: Duration::from_secs(args.negative_ttl),
                 retry_after: Duration::from_secs(args.retry_after),
                 trust_forwarded_for: args.trust_forwarded_for,
+                header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
+                idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+                max_connections: args.max_connections.max(1),
                 ..ServeConfig::default()
             };
             let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -305,22 +354,57 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Stats(args) => {
             let storage = args.storage.open()?;
+            let keys = SourceKeys::new(key_settle(&storage, args.stats_key_settle));
+            // Read-only credentials can still print the report: the servers delete keys too.
+            match keys
+                .delete_final(&storage, crate::stats::day_number())
+                .await
+            {
+                Ok(deleted) => {
+                    for key in deleted {
+                        tracing::info!(%key, "deleted the source key of a final day");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot delete the source keys of final days"),
+            }
             for (prefix, format) in [
                 (&args.ingest_cloudfront, crate::logs::LogFormat::CloudFront),
                 (&args.ingest_s3_logs, crate::logs::LogFormat::S3),
             ] {
                 if let Some(prefix) = prefix {
-                    let r = crate::logs::ingest(&storage, prefix, format).await?;
+                    let r = crate::logs::ingest(&storage, &keys, prefix, format).await?;
                     tracing::info!(
                         ingested = r.ingested,
                         skipped = r.skipped,
                         downloads = r.downloads,
+                        misses = r.misses,
                         "ingested access logs"
                     );
                 }
             }
-            let rows = crate::stats::load_rows(&storage).await?;
-            let report = crate::stats::report(&rows, args.top);
+            let loaded = crate::stats::load(&storage).await?;
+            if args.missing {
+                let mut report = crate::stats::missing_report(&loaded.misses);
+                // Leave out what has been published since it was asked for.
+                let mut kept = Vec::new();
+                for line in std::mem::take(&mut report.missing) {
+                    if kept.len() >= args.top {
+                        break;
+                    }
+                    if storage.head(&line.storage_key()).await?.is_none() {
+                        kept.push(line);
+                    }
+                }
+                report.missing = kept;
+                return match args.format {
+                    Format::Table => print(&crate::stats::render_missing(&report)),
+                    Format::Json => print(&format!(
+                        "{}\n",
+                        serde_json::to_string_pretty(&report).unwrap_or_default()
+                    )),
+                };
+            }
+            let report = crate::stats::report(&loaded.rows, args.top);
             match args.format {
                 Format::Table => print(&crate::stats::render_table(&report)),
                 Format::Json => print(&format!(

@@ -13,9 +13,9 @@
 //! driver/<version>/<arch>/<file>.sha256                      sha256sum line
 //! driver/<version>/<arch>/index.json, index.json.sig         signed index (falco_core::index)
 //! driver/<version>/<file>                                    legacy flat layout, served read-only
-//! stats/segments/<day>/<writer>-<seq>.json                   download counters of one server interval
-//! stats/segments/<day>/log-<hash>.json                       counters ingested from one access log file
-//! stats/source-key                                           key of the keyed hash of client addresses
+//! stats/segments/<day>/<writer>-<seq>.json                   download and miss counters of one server interval
+//! stats/segments/logs/<hash>.json                            counters ingested from one access log file
+//! stats/source-keys/<day>                                    that day's key of the keyed hash of client addresses
 //! ```
 //!
 //! The URL `/driver/<version>/<arch>/<file>` maps to the key of the same name, with the
@@ -39,6 +39,19 @@
 //! sums all segments and unions the source hashes. Access logs are ingested into segments
 //! whose key is derived from the log object's key and ETag, so ingesting a log twice
 //! rewrites the same segment instead of adding a second one.
+//!
+//! Requests for drivers that do not exist (404 on a well-formed driver name, from the negative
+//! cache too) are counted in the same segments, by the same parsed dimensions, as *misses*;
+//! at most a fixed number of distinct ones per interval, the rest in one overflow bucket.
+//!
+//! # Client addresses
+//!
+//! The keyed hash of an address uses a key of its UTC day (`stats/source-keys/<day>`,
+//! created by the first replica that needs it; see [`stats::SourceKeys`] for how replicas
+//! converge on one key on S3 servers that ignore create-only writes). Distinct sources are
+//! therefore counted per day. Three days after a day its counts are final and its key is
+//! deleted (by the servers and by `stats`), after which its stored hashes cannot be
+//! reversed by hashing all 2³² IPv4 addresses.
 //!
 //! # Publishing without conditional PUTs
 //!

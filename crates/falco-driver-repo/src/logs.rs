@@ -3,16 +3,20 @@
 //! Behind a CDN only cache misses reach the servers, so the edge's logs are the complete
 //! record. Each log object becomes one segment whose key is derived from the log's key and
 //! ETag: ingesting the same log again finds (or rewrites) the same segment, so it is counted
-//! once.
+//! once. GETs answered 404 for a well-formed driver name are counted as missing drivers, as
+//! the server counts them; a log is bounded by its size, so no cap applies here.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read as _;
 
 use bytes::Bytes;
 use percent_encoding::percent_decode_str;
 
 use crate::layout::parse_url_path;
-use crate::stats::{Row, SEGMENTS_PREFIX, Segment, StatKey, client_family, source_hash};
+use crate::stats::{
+    MissKey, MissRow, Row, SEGMENTS_PREFIX, Segment, SourceKeys, StatKey, client_class,
+    client_family, source_hash,
+};
 use crate::storage::Storage;
 use crate::{Error, Result};
 
@@ -34,15 +38,21 @@ pub struct IngestReport {
     pub skipped: u64,
     /// Downloads found in the newly ingested files.
     pub downloads: u64,
+    /// Requests for missing drivers found in the newly ingested files.
+    pub misses: u64,
 }
 
-/// One download found in a log.
+/// One download (or miss) found in a log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Download {
     day: String,
     uri_path: String,
     ip: String,
     user_agent: String,
+    /// Answered with a part of the file (206): the request had a `Range`.
+    ranged: bool,
+    /// Answered 404: a request for a missing object.
+    missing: bool,
 }
 
 fn decompress(key: &str, bytes: &[u8]) -> Result<String> {
@@ -94,7 +104,8 @@ fn parse_cloudfront(text: &str) -> Vec<Download> {
         };
         let whole = status == "200"
             || (status == "206" && get("sc-range-start").is_none_or(|s| s == "0" || s == "-"));
-        if method != "GET" || !whole {
+        let missing = status == "404";
+        if method != "GET" || !(whole || missing) {
             continue;
         }
         out.push(Download {
@@ -102,6 +113,8 @@ fn parse_cloudfront(text: &str) -> Vec<Download> {
             uri_path: cloudfront_field(stem),
             ip: get("c-ip").unwrap_or("-").into(),
             user_agent: cloudfront_field(get("cs(User-Agent)").unwrap_or("-")),
+            ranged: status == "206",
+            missing,
         });
     }
     out
@@ -150,7 +163,7 @@ fn parse_s3(text: &str) -> Vec<Download> {
         let f = s3_fields(line);
         // owner bucket [time] ip requester id operation key "request" status error bytes size
         // total turnaround "referer" "user-agent" ...
-        if f.len() < 17 || f[6] != "REST.GET.OBJECT" || f[9] != "200" {
+        if f.len() < 17 || f[6] != "REST.GET.OBJECT" || !matches!(f[9].as_str(), "200" | "404") {
             continue;
         }
         let Some(date) = chrono::DateTime::parse_from_str(&f[2], "%d/%b/%Y:%H:%M:%S %z").ok()
@@ -172,14 +185,19 @@ fn parse_s3(text: &str) -> Vec<Download> {
             uri_path: format!("/{path}"),
             ip: f[3].clone(),
             user_agent: f[16].clone(),
+            ranged: false,
+            missing: f[9] == "404",
         });
     }
     out
 }
 
-/// Turns downloads into counter rows, keeping only drivers under `/driver/`.
-fn rows(downloads: &[Download], source_key: &[u8; 32]) -> Vec<Row> {
+/// Turns downloads and misses into counter rows, keeping only drivers under `/driver/`;
+/// `key_of` gives the source key of a day.
+fn rows(downloads: &[Download], key_of: impl Fn(&str) -> [u8; 32]) -> (Vec<Row>, Vec<MissRow>) {
     let mut merged: HashMap<StatKey, (u64, BTreeSet<String>)> = HashMap::new();
+    let mut misses: BTreeMap<MissKey, (u64, BTreeSet<String>)> = BTreeMap::new();
+    let mut keys: HashMap<&str, [u8; 32]> = HashMap::new();
     for d in downloads {
         let rest = d
             .uri_path
@@ -192,6 +210,24 @@ fn rows(downloads: &[Download], source_key: &[u8; 32]) -> Vec<Row> {
         let Some(name) = falco_core::driver::DriverFileName::parse(&path.file) else {
             continue;
         };
+        let source_key = *keys.entry(d.day.as_str()).or_insert_with(|| key_of(&d.day));
+        let source = source_hash(&source_key, &d.ip);
+        if d.missing {
+            let e = misses
+                .entry(MissKey {
+                    day: d.day.clone(),
+                    version: path.version,
+                    arch: path.arch,
+                    file: path.file,
+                    target: name.target,
+                    kernelrelease: name.kernelrelease,
+                    kernelversion: name.kernelversion,
+                })
+                .or_default();
+            e.0 += 1;
+            e.1.insert(source);
+            continue;
+        }
         let ua = (d.user_agent != "-").then_some(d.user_agent.as_str());
         let (family, version) = client_family(ua);
         let key = StatKey {
@@ -201,12 +237,13 @@ fn rows(downloads: &[Download], source_key: &[u8; 32]) -> Vec<Row> {
             target: name.target,
             kernelrelease: name.kernelrelease,
             kernelversion: name.kernelversion,
+            class: client_class(family, d.ranged).into(),
             client: family.into(),
             client_version: version,
         };
         let e = merged.entry(key).or_default();
         e.0 += 1;
-        e.1.insert(source_hash(source_key, &d.ip));
+        e.1.insert(source);
     }
     let mut rows: Vec<Row> = merged
         .into_iter()
@@ -217,13 +254,34 @@ fn rows(downloads: &[Download], source_key: &[u8; 32]) -> Vec<Row> {
         })
         .collect();
     rows.sort_by(|a, b| a.key.cmp(&b.key));
-    rows
+    let misses = misses
+        .into_iter()
+        .map(|(key, (requests, sources))| MissRow {
+            key,
+            requests,
+            sources,
+        })
+        .collect();
+    (rows, misses)
 }
 
 /// Ingests every log object under `prefix`, each once.
-pub async fn ingest(storage: &Storage, prefix: &str, format: LogFormat) -> Result<IngestReport> {
+///
+/// Addresses are hashed with their day's source key, shared with the servers, so a source
+/// seen by the origin and by the CDN counts once that day. The key of a day whose counts
+/// are already final has been deleted: lines of such a day (a log ingested late) are hashed
+/// with a key of this ingestion only, never stored, so their sources still count, but are
+/// not unioned with the other segments of that day.
+pub async fn ingest(
+    storage: &Storage,
+    keys: &SourceKeys,
+    prefix: &str,
+    format: LogFormat,
+) -> Result<IngestReport> {
     use sha2::Digest as _;
-    let source_key = crate::stats::load_source_key(storage).await?;
+    let today = crate::stats::day_number();
+    let mut late = [0u8; 32];
+    crate::stats::random(&mut late);
     let mut report = IngestReport::default();
     for meta in storage.list(prefix).await? {
         let key = meta.location.to_string();
@@ -244,12 +302,26 @@ pub async fn ingest(storage: &Storage, prefix: &str, format: LogFormat) -> Resul
             LogFormat::CloudFront => parse_cloudfront(&text),
             LogFormat::S3 => parse_s3(&text),
         };
-        let rows = rows(&downloads, &source_key);
+        let mut day_keys: HashMap<String, [u8; 32]> = HashMap::new();
+        for day in downloads
+            .iter()
+            .map(|d| d.day.as_str())
+            .collect::<BTreeSet<_>>()
+        {
+            let source_key = match crate::stats::parse_day(day) {
+                Some(n) if !crate::stats::is_final(n, today) => keys.wait(storage, n).await?,
+                _ => late,
+            };
+            day_keys.insert(day.into(), source_key);
+        }
+        let (rows, misses) = rows(&downloads, |day| day_keys.get(day).copied().unwrap_or(late));
         report.downloads += rows.iter().map(|r| r.downloads).sum::<u64>();
+        report.misses += misses.iter().map(|r| r.requests).sum::<u64>();
         let segment = Segment {
             writer: format!("log:{key}"),
             seq: 0,
             rows,
+            misses,
         };
         let body = Bytes::from(serde_json::to_vec(&segment).unwrap_or_default());
         // Same key and same bytes for the same log: a concurrent second ingestion rewrites
@@ -271,10 +343,21 @@ mod tests {
             2026-11-20\t10:00:01\tFRA56-C1\t100\t192.0.2.1\tHEAD\td.cloudfront.net\t/driver/8.0.0%252Bdriver/x86_64/falco_ubuntu-generic_5.0.0_26.ko\t200\t-\tfalcoctl/0.11.0\n\
             2026-11-20\t10:00:02\tFRA56-C1\t100\t192.0.2.2\tGET\td.cloudfront.net\t/driver/8.0.0%252Bdriver/x86_64/falco_nope_1_1.ko\t404\t-\tcurl/8.0\n";
         let d = parse_cloudfront(text);
-        assert_eq!(d.len(), 1);
-        let r = rows(&d, &[0; 32]);
+        assert_eq!(d.len(), 2);
+        let (r, m) = rows(&d, |_| [0; 32]);
+        assert_eq!(r.len(), 1);
         assert_eq!(r[0].key.version, "8.0.0+driver");
         assert_eq!(r[0].key.client, "falcoctl");
+        assert_eq!(r[0].key.class, "falcoctl");
+        assert_eq!(m.len(), 1);
+        assert_eq!(
+            (
+                m[0].key.target.as_str(),
+                m[0].key.kernelrelease.as_str(),
+                m[0].requests
+            ),
+            ("nope", "1", 1)
+        );
     }
 
     #[test]
@@ -283,8 +366,13 @@ mod tests {
         let d = parse_s3(line);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].day, "2026-02-06");
-        let r = rows(&d, &[0; 32]);
+        let (r, _) = rows(&d, |_| [0; 32]);
         assert_eq!(r[0].key.version, "8.0.0+driver");
         assert_eq!(r[0].key.client, "curl");
+        assert_eq!(r[0].key.class, "legacy-loader-script");
+        let missing = line.replace("\" 200 -", "\" 404 NoSuchKey");
+        let (r, m) = rows(&parse_s3(&missing), |_| [0; 32]);
+        assert!(r.is_empty());
+        assert_eq!(m[0].requests, 1);
     }
 }

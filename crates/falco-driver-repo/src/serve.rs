@@ -1,6 +1,11 @@
 //! The HTTP server: GET and HEAD of drivers, checksums and indexes at the same paths as
 //! `download.falco.org`, with Range, conditional requests, CDN cache headers, a negative
 //! cache for missing objects, download statistics, `/healthz` and `/metrics`.
+//!
+//! Connections are accepted by an own loop over hyper's HTTP/1.1 server so that abuse has
+//! bounds: a request head must arrive within the header-read timeout, a connection that
+//! moves no byte for the idle timeout is closed, and at most `max_connections` are open
+//! (beyond that new connections wait in the kernel's accept queue until one closes).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -13,16 +18,16 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt as _;
 use object_store::{GetOptions, GetRange, GetResult, GetResultPayload, ObjectMeta};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::layout::{DriverPath, ObjectKind, parse_url_path};
-use crate::stats::Recorder;
+use crate::stats::{MissOutcome, Recorder};
 use crate::storage::Storage;
 use crate::{Error, Result};
 
@@ -44,6 +49,13 @@ pub struct ServeConfig {
     pub retry_after: Duration,
     /// Take the client address from the first `X-Forwarded-For` entry (behind a CDN or proxy).
     pub trust_forwarded_for: bool,
+    /// Longest wait for a request head (request line and headers), also between two requests
+    /// of a keep-alive connection.
+    pub header_read_timeout: Duration,
+    /// A connection that reads and writes nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// Most connections open at once; further ones wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for ServeConfig {
@@ -55,6 +67,9 @@ impl Default for ServeConfig {
             negative_capacity: 100_000,
             retry_after: Duration::from_secs(5),
             trust_forwarded_for: false,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
         }
     }
 }
@@ -114,11 +129,34 @@ struct RequestLabels {
     status: StatusLabel,
 }
 
+/// Why a connection ended, a metric label (closed set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum CloseReason {
+    /// The client closed it, or it was closed after a response.
+    done,
+    /// The request head did not arrive within the header-read timeout.
+    header_timeout,
+    /// No byte moved for the idle timeout.
+    idle_timeout,
+    /// A protocol or I/O error.
+    error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CloseLabels {
+    reason: CloseReason,
+}
+
 #[derive(Debug, Default, Clone)]
 struct Metrics {
     requests: Family<RequestLabels, Counter>,
     negative_hits: Counter,
     downloads: Counter,
+    misses: Counter,
+    miss_overflow: Counter,
+    connections_open: Gauge,
+    connections_closed: Family<CloseLabels, Counter>,
 }
 
 /// Missing keys answered 404 without a storage call until their deadline.
@@ -183,6 +221,26 @@ impl AppState {
             metrics.downloads.clone(),
         );
         registry.register(
+            "missing_driver_requests",
+            "GETs of well-formed driver names answered 404, counted for the statistics",
+            metrics.misses.clone(),
+        );
+        registry.register(
+            "missing_driver_overflow",
+            "Missing-driver requests counted in the overflow bucket (more distinct missing drivers than --stats-miss-capacity in one flush interval)",
+            metrics.miss_overflow.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "HTTP connections open now",
+            metrics.connections_open.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "HTTP connections closed, by reason",
+            metrics.connections_closed.clone(),
+        );
+        registry.register(
             "storage_requests",
             "Storage calls by operation and outcome",
             storage.calls().clone(),
@@ -230,24 +288,14 @@ pub async fn run(
             }
         })
     });
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    // Headers and a small body go out as separate writes; without TCP_NODELAY, Nagle's
-    // algorithm and delayed ACKs hold every small response for tens of milliseconds.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = accept_loop(listener, state.clone(), shutdown).await;
     if let Some(flusher) = flusher {
         flusher.abort();
     }
     if let Some(recorder) = &state.recorder {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match recorder.flush(&state.storage).await {
+            match recorder.flush_final(&state.storage).await {
                 Ok(n) => {
                     tracing::info!(downloads = n, "final statistics flush");
                     break;
@@ -264,6 +312,224 @@ pub async fn run(
         }
     }
     served.map_err(Error::Serve)
+}
+
+/// Milliseconds since a connection started at which it last read or wrote a byte.
+#[derive(Debug)]
+struct Activity {
+    start: Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// A socket that records when it last moved a byte, for the idle timeout.
+struct Tracked {
+    inner: tokio::net::TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl tokio::io::AsyncRead for Tracked {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Accepts connections until `shutdown`, at most `max_connections` at once, then lets the
+/// open ones finish their requests (for at most 30 s).
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let max = state.config.max_connections.clamp(1, u32::MAX as usize);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = router(state.clone());
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(state.config.header_read_timeout)
+        .keep_alive(true);
+    let http = Arc::new(http);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors or a connection reset before accept: the
+                    // listener is fine; back off briefly so a full table is not spun on.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Headers and a small body go out as separate writes; without TCP_NODELAY, Nagle's
+        // algorithm and delayed ACKs hold every small response for tens of milliseconds.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+        tokio::spawn(connection(
+            tcp,
+            peer,
+            app.clone(),
+            http.clone(),
+            state.clone(),
+            stop_rx.clone(),
+            permit,
+        ));
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    // Every connection holds a slot until it ends: all slots back means all are closed.
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    if tokio::time::timeout(Duration::from_secs(30), slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open 30 s after shutdown; closing them");
+    }
+    Ok(())
+}
+
+/// Serves one connection, closing it when idle for too long or when the server stops.
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    http: Arc<hyper::server::conn::http1::Builder>,
+    state: Arc<AppState>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let metrics = &state.metrics;
+    metrics.connections_open.inc();
+    let activity = Arc::new(Activity::new());
+    let io = hyper_util::rt::TokioIo::new(Tracked {
+        inner: tcp,
+        activity: activity.clone(),
+    });
+    let service =
+        hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
+            let mut req = req.map(Body::new);
+            req.extensions_mut().insert(ConnectInfo(peer));
+            let mut app = app.clone();
+            async move { tower_service::Service::call(&mut app, req).await }
+        });
+    let conn = http.serve_connection(io, service);
+    tokio::pin!(conn);
+    let idle = state.config.idle_timeout.max(Duration::from_millis(100));
+    let mut stopping = *stop.borrow();
+    if stopping {
+        conn.as_mut().graceful_shutdown();
+    }
+    let reason = loop {
+        tokio::select! {
+            served = conn.as_mut() => break match served {
+                Ok(()) => CloseReason::done,
+                Err(e) if e.is_timeout() => CloseReason::header_timeout,
+                Err(e) if e.is_incomplete_message() => CloseReason::done,
+                Err(e) => {
+                    tracing::debug!(error = %e, %peer, "connection error");
+                    CloseReason::error
+                }
+            },
+            () = tokio::time::sleep_until((activity.last() + idle).into()) => {
+                if activity.last() + idle <= Instant::now() {
+                    break CloseReason::idle_timeout;
+                }
+            }
+            changed = stop.changed(), if !stopping => {
+                stopping = true;
+                if changed.is_ok() {
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    };
+    metrics
+        .connections_closed
+        .get_or_create(&CloseLabels { reason })
+        .inc();
+    metrics.connections_open.dec();
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -372,53 +638,76 @@ fn etag_matches(if_none_match: &str, etag: &str) -> bool {
         .any(|t| t.trim() == "*" || bare(t) == etag)
 }
 
-/// A parsed single byte range, inclusive.
+/// What to do with a `Range` header (RFC 9110 §14.2).
 #[derive(Debug, PartialEq, Eq)]
 enum RangeRequest {
+    /// No `Range`, or one that is ignored: answer 200 with the whole file. A server must
+    /// ignore a range unit it does not know (`items=0-1`) and may ignore an invalid or a
+    /// multi-range set; the whole file is a correct answer to a satisfiable multi-range.
     None,
+    /// One byte range, inclusive: answer 206.
     Satisfiable { start: u64, end: u64 },
+    /// One syntactically valid byte range that selects nothing of this file: answer 416.
     Unsatisfiable,
 }
 
-fn parse_range(value: &str, size: u64) -> RangeRequest {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
-        return RangeRequest::Unsatisfiable;
+/// One `byte-range-spec` or `suffix-byte-range-spec`; `None` when invalid.
+#[derive(Debug, PartialEq, Eq)]
+enum ByteRange {
+    /// `first-last` or `first-`; `u64::MAX` stands for a position too large to represent.
+    From { first: u64, last: Option<u64> },
+    /// `-length`.
+    Suffix(u64),
+}
+
+fn parse_byte_range(spec: &str) -> Option<ByteRange> {
+    // Positions are 1*DIGIT; a value too large for u64 is still a valid (huge) position.
+    let pos = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse().unwrap_or(u64::MAX))
     };
-    if spec.contains(',') || size == 0 {
-        return RangeRequest::Unsatisfiable;
+    let (a, b) = spec.split_once('-')?;
+    if a.is_empty() {
+        return pos(b).map(ByteRange::Suffix);
     }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return RangeRequest::Unsatisfiable;
+    let first = pos(a)?;
+    let last = if b.is_empty() { None } else { Some(pos(b)?) };
+    // "A byte-range-spec is invalid if the last-pos value is present and less than the
+    // first-pos" (RFC 9110 §14.1.2).
+    if last.is_some_and(|last| last < first) {
+        return None;
+    }
+    Some(ByteRange::From { first, last })
+}
+
+fn parse_range(value: &str, size: u64) -> RangeRequest {
+    let Some((unit, set)) = value.trim().split_once('=') else {
+        return RangeRequest::None;
     };
-    let num = |s: &str| -> Option<u64> {
-        if s.is_empty() || s.len() > 20 || !s.bytes().all(|c| c.is_ascii_digit()) {
-            None
-        } else {
-            s.parse().ok()
-        }
+    if !unit.trim().eq_ignore_ascii_case("bytes") {
+        return RangeRequest::None;
+    }
+    // A list may hold empty elements (RFC 9110 §5.6.1).
+    let specs: Vec<&str> = set
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let [spec] = specs.as_slice() else {
+        return RangeRequest::None;
     };
-    match (a.is_empty(), b.is_empty()) {
-        (true, true) => RangeRequest::Unsatisfiable,
-        (true, false) => match num(b) {
-            Some(n) if n > 0 => RangeRequest::Satisfiable {
-                start: size.saturating_sub(n),
-                end: size - 1,
-            },
-            _ => RangeRequest::Unsatisfiable,
+    match parse_byte_range(spec) {
+        None => RangeRequest::None,
+        Some(_) if size == 0 => RangeRequest::Unsatisfiable,
+        Some(ByteRange::Suffix(0)) => RangeRequest::Unsatisfiable,
+        Some(ByteRange::Suffix(n)) => RangeRequest::Satisfiable {
+            start: size.saturating_sub(n),
+            end: size - 1,
         },
-        (false, true) => match num(a) {
-            Some(start) if start < size => RangeRequest::Satisfiable {
-                start,
-                end: size - 1,
-            },
-            _ => RangeRequest::Unsatisfiable,
-        },
-        (false, false) => match (num(a), num(b)) {
-            (Some(start), Some(end)) if start <= end && start < size => RangeRequest::Satisfiable {
-                start,
-                end: end.min(size - 1),
-            },
-            _ => RangeRequest::Unsatisfiable,
+        Some(ByteRange::From { first, .. }) if first >= size => RangeRequest::Unsatisfiable,
+        Some(ByteRange::From { first, last }) => RangeRequest::Satisfiable {
+            start: first,
+            end: last.unwrap_or(u64::MAX).min(size - 1),
         },
     }
 }
@@ -522,9 +811,29 @@ async fn serve_object(
     path: &DriverPath,
     kind: ObjectKind,
 ) -> Response {
+    // A 404 for a driver is demand for a driver nobody built: counted, from the negative
+    // cache too.
+    let missing = || {
+        if *method == Method::GET
+            && kind == ObjectKind::Driver
+            && let Some(recorder) = &state.recorder
+        {
+            match recorder.record_miss(path, client_ip(state, peer, headers)) {
+                MissOutcome::Counted => {
+                    state.metrics.misses.inc();
+                }
+                MissOutcome::Overflow => {
+                    state.metrics.misses.inc();
+                    state.metrics.miss_overflow.inc();
+                }
+                MissOutcome::NotADriver => {}
+            }
+        }
+        not_found(state)
+    };
     if state.negative.contains(&path.key) {
         state.metrics.negative_hits.inc();
-        return not_found(state);
+        return missing();
     }
     let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let range = headers.get(header::RANGE);
@@ -544,7 +853,7 @@ async fn serve_object(
                         state.config.negative_ttl,
                         state.config.negative_capacity,
                     );
-                    return not_found(state);
+                    return missing();
                 }
                 Err(e) => return unavailable(state, &e),
             };
@@ -604,7 +913,7 @@ async fn serve_object(
                 state.config.negative_ttl,
                 state.config.negative_capacity,
             );
-            return not_found(state);
+            return missing();
         }
         Err(e) => return unavailable(state, &e),
     };
@@ -613,7 +922,7 @@ async fn serve_object(
     let counted = kind == ObjectKind::Driver && served.start == 0;
     if counted && let Some(recorder) = &state.recorder {
         let ua = text(header::USER_AGENT);
-        recorder.record(path, ua, client_ip(state, peer, headers));
+        recorder.record(path, ua, range.is_some(), client_ip(state, peer, headers));
         state.metrics.downloads.inc();
     }
     let mut r = Response::new(body(result));
@@ -711,42 +1020,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ranges_parse_or_are_unsatisfiable() {
+    fn ranges_follow_rfc_9110() {
         use RangeRequest::*;
-        assert_eq!(
-            parse_range("bytes=0-9", 100),
-            Satisfiable { start: 0, end: 9 }
-        );
-        assert_eq!(
-            parse_range("bytes=90-", 100),
-            Satisfiable { start: 90, end: 99 }
-        );
-        assert_eq!(
-            parse_range("bytes=-10", 100),
-            Satisfiable { start: 90, end: 99 }
-        );
-        assert_eq!(
-            parse_range("bytes=-1000", 100),
-            Satisfiable { start: 0, end: 99 }
-        );
-        assert_eq!(
-            parse_range("bytes=50-1000", 100),
-            Satisfiable { start: 50, end: 99 }
-        );
-        for bad in [
-            "bytes=100-",
-            "bytes=9-0",
-            "bytes=-0",
-            "bytes=-",
-            "bytes=0-1,5-6",
-            "items=0-1",
-            "bytes=99999999999999999999999-",
-            "bytes=a-b",
-            "bytes=+1-2",
+        for (value, want) in [
+            ("bytes=0-9", Satisfiable { start: 0, end: 9 }),
+            ("bytes=90-", Satisfiable { start: 90, end: 99 }),
+            ("bytes=-10", Satisfiable { start: 90, end: 99 }),
+            ("bytes=-1000", Satisfiable { start: 0, end: 99 }),
+            ("bytes=50-1000", Satisfiable { start: 50, end: 99 }),
+            ("Bytes = 1-1 ", Satisfiable { start: 1, end: 1 }),
+            ("bytes=0-1,", Satisfiable { start: 0, end: 1 }),
+            (
+                "bytes=0-99999999999999999999999",
+                Satisfiable { start: 0, end: 99 },
+            ),
+            // Syntactically valid single ranges selecting nothing.
+            ("bytes=100-", Unsatisfiable),
+            ("bytes=100-200", Unsatisfiable),
+            ("bytes=-0", Unsatisfiable),
+            ("bytes=99999999999999999999999-", Unsatisfiable),
+            // Unknown units, invalid syntax and multi-range sets are ignored: 200.
+            ("items=0-1", None),
+            ("lines=1-2", None),
+            ("bytes", None),
+            ("bytes=", None),
+            ("bytes=9-0", None),
+            ("bytes=-", None),
+            ("bytes=a-b", None),
+            ("bytes=+1-2", None),
+            ("bytes=--1", None),
+            ("bytes=1-2-3", None),
+            ("bytes=0-1,5-6", None),
+            ("bytes=0-1,200-300", None),
+            ("bytes=200-300,400-", None),
         ] {
-            assert_eq!(parse_range(bad, 100), Unsatisfiable, "{bad}");
+            assert_eq!(parse_range(value, 100), want, "{value}");
         }
         assert_eq!(parse_range("bytes=0-0", 0), Unsatisfiable);
+        assert_eq!(parse_range("items=0-0", 0), None);
     }
 
     #[test]

@@ -178,6 +178,11 @@ impl Storage {
         })
     }
 
+    /// Whether this is local storage (a directory), where create-only writes are atomic.
+    pub fn is_local(&self) -> bool {
+        self.local_root.is_some()
+    }
+
     /// The URL the storage was opened from.
     pub fn url(&self) -> &str {
         &self.url

@@ -252,6 +252,48 @@ async fn range_etag_304(backend: Backend) {
     );
 }
 
+/// RFC 9110 §14.2: an unknown unit or an invalid range is ignored and a multi-range is
+/// answered with the whole file (200), never 416.
+#[tokio::test(flavor = "multi_thread")]
+async fn odd_ranges_get_the_whole_file_local() {
+    let backend = Backend::local();
+    let ko = publish_one(&backend, 5, 1000).await;
+    let server = Server::start(&backend, &[]);
+    let url = server.url(&format!("/driver/{V_URL}/x86_64/{KO}"));
+    for range in [
+        "items=0-1",
+        "lines=1-2",
+        "bytes=5-1",
+        "bytes=--1",
+        "bytes=a-b",
+        "bytes=0-1,3-4",
+        "bytes=0-1,2000-3000",
+    ] {
+        for head in [false, true] {
+            let req = if head {
+                client().head(&url)
+            } else {
+                client().get(&url)
+            };
+            let r = req.header("range", range).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{range} head={head}");
+            assert_eq!(r.headers()["content-length"], "1000", "{range}");
+            assert!(!r.headers().contains_key("content-range"), "{range}");
+            if !head {
+                assert_eq!(&r.bytes().await.unwrap()[..], &ko[..], "{range}");
+            }
+        }
+    }
+    let r = client()
+        .get(&url)
+        .header("range", "bytes=998-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(&r.bytes().await.unwrap()[..], &ko[998..]);
+}
+
 /// A driver of several read chunks (256 KiB each, the buffer reused between them) arrives
 /// whole, twice in a row on one connection, and a range across chunk boundaries is exact.
 #[tokio::test(flavor = "multi_thread")]
@@ -663,14 +705,11 @@ async fn bad_requests_get_4xx() {
         assert!((400..500).contains(&status), "{path}: {status}");
     }
     let ko = format!("/driver/{V_URL}/x86_64/{KO}");
+    // RFC 9110: only a valid single range that selects nothing is 416.
     for range in [
         "bytes=100-",
-        "bytes=5-1",
-        "bytes=0-1,3-4",
         "bytes=99999999999999999999999999-",
         "bytes=-0",
-        "lines=1-2",
-        "bytes=--1",
     ] {
         let r = client()
             .get(server.url(&ko))
@@ -782,7 +821,31 @@ async fn cloudfront_log_counted_once(backend: Backend) {
     assert_eq!(first["by_day"][1]["downloads"], 2);
     assert_eq!(first["by_version"][0]["key"], V);
     assert_eq!(first["by_client"][0]["key"], "falcoctl/0.11.0");
+    // falcoctl/0.11.0 twice and Go's agent on a whole file: falcoctl; curl with a Range
+    // (206 from byte 0) and wget: other.
+    let classes: Vec<(String, u64)> = first["by_class"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["key"].as_str().unwrap().into(),
+                l["downloads"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        classes,
+        [("falcoctl".into(), 3), ("other".into(), 2)],
+        "{first:#}"
+    );
     assert_eq!(storage.list("stats/segments/logs/").await.unwrap().len(), 1);
+    // The 404 line is a missing driver.
+    let missing = missing_json(&backend);
+    assert_eq!(missing["total_requests"], 1, "{missing:#}");
+    assert_eq!(missing["missing"][0]["file"], "falco_nope_1.0_1.ko");
+    assert_eq!(missing["missing"][0]["target"], "nope");
+    assert_eq!(missing["missing"][0]["last_day"], "2026-11-20");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -892,4 +955,558 @@ async fn mirror_verifies_checksums_garage() {
         String::from_utf8_lossy(&failed.stderr)
     );
     assert!(fresh.storage().list("driver/").await.unwrap().is_empty());
+}
+
+/// Opens `n` connections that each send half a request line and then nothing.
+fn half_requests(addr: &str, n: usize) -> Vec<std::net::TcpStream> {
+    use std::io::Write as _;
+    (0..n)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(addr)
+                .unwrap_or_else(|e| panic!("connect #{i} of {n}: {e}"));
+            s.write_all(format!("GET /driver/{V_URL}/x86_64/falco_").as_bytes())
+                .expect("write half a request line");
+            s
+        })
+        .collect()
+}
+
+async fn metrics_text(server: &Server) -> String {
+    // A fresh client: no pooled connection to wait behind.
+    client()
+        .get(server.url("/metrics"))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body")
+}
+
+/// Slowloris: 2,000 connections sending half a request head do not stop a normal GET, and
+/// the header-read timeout closes them all.
+#[tokio::test(flavor = "multi_thread")]
+async fn slowloris_does_not_block_a_get_local() {
+    const SOCKETS: usize = 2000;
+    let limit = open_files_limit();
+    assert!(
+        limit >= SOCKETS as u64 + 300,
+        "this test opens {SOCKETS} sockets: raise `ulimit -n` (now {limit}) to at least {}",
+        SOCKETS + 300
+    );
+    let backend = Backend::local();
+    let ko = publish_one(&backend, 3, 50_000).await;
+    // The default header-read timeout (10 s): long enough for all 2,000 to be open at once
+    // on a loaded machine.
+    let server = Server::start(&backend, &[]);
+    let addr = server.addr.clone();
+    let sockets = tokio::task::spawn_blocking(move || half_requests(&addr, SOCKETS))
+        .await
+        .unwrap();
+    let all_open = &server;
+    wait_for(
+        "the half requests accepted",
+        Duration::from_secs(60),
+        || async move {
+            (metric(
+                &metrics_text(all_open).await,
+                "driver_repo_connections_open",
+            ) >= SOCKETS as f64)
+                .then_some(())
+        },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let r = client()
+        .get(server.url(&format!("/driver/{V_URL}/x86_64/{KO}")))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("a normal GET is answered while the half requests are open");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap(), ko);
+    // A figure for the report, not an assertion.
+    eprintln!(
+        "GET with {SOCKETS} half-request connections open: {:?}",
+        started.elapsed()
+    );
+    let closed = &server;
+    wait_for(
+        "the header-read timeout closing the half requests",
+        Duration::from_secs(60),
+        || async move {
+            (metric(
+                &metrics_text(closed).await,
+                r#"driver_repo_connections_closed_total{reason="header_timeout"}"#,
+            ) >= SOCKETS as f64)
+                .then_some(())
+        },
+    )
+    .await;
+    // The server closed them: every socket reads end of file (or a reset).
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read as _;
+        for mut s in sockets {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 512];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                    Err(e) => panic!("a half request is still open after the timeout: {e}"),
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// Beyond --max-connections new connections wait, the header timeout frees the slots taken
+/// by half requests, and a connection that moves no byte is closed by the idle timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_cap_and_idle_timeout_local() {
+    let backend = Backend::local();
+    let ko = publish_one(&backend, 4, 1000).await;
+    let server = Server::start(
+        &backend,
+        &["--max-connections", "50", "--header-read-timeout", "1"],
+    );
+    let addr = server.addr.clone();
+    let sockets = tokio::task::spawn_blocking(move || half_requests(&addr, 200))
+        .await
+        .unwrap();
+    // Queued behind the 200 half requests, of which 50 at a time hold a slot for 1 s.
+    let r = client()
+        .get(server.url(&format!("/driver/{V_URL}/x86_64/{KO}")))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("the GET is served once the header timeout frees slots");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap(), ko);
+    let m = metrics_text(&server).await;
+    assert!(metric(&m, "driver_repo_connections_open") <= 50.0, "{m}");
+    assert!(
+        metric(
+            &m,
+            r#"driver_repo_connections_closed_total{reason="header_timeout"}"#
+        ) >= 100.0,
+        "{m}"
+    );
+    drop(sockets);
+
+    let server = Server::start(
+        &backend,
+        &["--idle-timeout", "1", "--header-read-timeout", "600"],
+    );
+    let addr = server.addr.clone();
+    let eof = tokio::task::spawn_blocking(move || {
+        use std::io::Read as _;
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = [0u8; 16];
+        s.read(&mut buf)
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(eof, Ok(0)),
+        "a silent connection is closed by the idle timeout: {eof:?}"
+    );
+    let m = metrics_text(&server).await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"driver_repo_connections_closed_total{reason="idle_timeout"}"#
+        ),
+        1.0,
+        "{m}"
+    );
+}
+
+/// Publishes `file` of version `V`, arch x86_64.
+fn publish_file(backend: &Backend, file: &str, seed: u64) {
+    let (private, _public, _keys) = keys();
+    let src = tempfile::tempdir().unwrap();
+    write_driver(src.path(), V, "x86_64", file, seed, 100);
+    cli_ok(
+        backend,
+        &[
+            "publish",
+            src.path().to_str().unwrap(),
+            "--signing-key",
+            private.to_str().unwrap(),
+        ],
+    );
+}
+
+/// 404s on driver names are counted by driver and distinct sources, from the negative cache
+/// too, bounded by --stats-miss-capacity; `stats --missing` lists the most-requested ones
+/// and leaves out what has been published since.
+async fn missing_drivers_are_reported(backend: Backend) {
+    const A: &str = "falco_ubuntu-generic_6.8.0-99-generic_101.ko";
+    const B: &str = "falco_debian_6.1.0-99-amd64_1.o";
+    const C: &str = "falco_amazonlinux2_5.10.99_1.ko";
+    publish_one(&backend, 1, 100).await;
+    let server = Server::start(
+        &backend,
+        &[
+            "--trust-forwarded-for",
+            "--negative-ttl",
+            "3600",
+            "--stats-miss-capacity",
+            "2",
+        ],
+    );
+    let c = client();
+    let get_from = |file: &str, ip: &str| {
+        c.get(server.url(&format!("/driver/{V_URL}/x86_64/{file}")))
+            .header("x-forwarded-for", ip)
+            .send()
+    };
+    // A: three sources, twice each (the second answer comes from the negative cache).
+    for round in 0..2 {
+        for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+            let r = get_from(A, ip).await.unwrap();
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "round {round}");
+        }
+    }
+    assert_eq!(get_from(B, "10.0.0.9").await.unwrap().status(), 404);
+    // Beyond the cap of 2 distinct missing drivers: the overflow bucket.
+    assert_eq!(get_from(C, "10.0.0.9").await.unwrap().status(), 404);
+    // Not counted: HEAD, a name that is not a driver, an existing driver.
+    let head = c
+        .head(server.url(&format!("/driver/{V_URL}/x86_64/{A}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        get_from("nothing.ko", "10.0.0.9").await.unwrap().status(),
+        404
+    );
+    assert_eq!(get_from(KO, "10.0.0.9").await.unwrap().status(), 200);
+    let m = get(&server.url("/metrics")).await.text().await.unwrap();
+    assert_eq!(
+        metric(&m, "driver_repo_missing_driver_requests_total"),
+        8.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "driver_repo_missing_driver_overflow_total"),
+        1.0,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "driver_repo_negative_cache_hits_total") >= 3.0,
+        "{m}"
+    );
+    server.terminate();
+
+    let report = missing_json(&backend);
+    assert_eq!(report["total_requests"], 8, "{report:#}");
+    assert_eq!(report["distinct_drivers"], 2);
+    assert_eq!(report["other_requests"], 1);
+    let first = &report["missing"][0];
+    assert_eq!(first["file"], A);
+    assert_eq!(
+        (&first["version"], &first["arch"], &first["target"]),
+        (&V.into(), &"x86_64".into(), &"ubuntu-generic".into())
+    );
+    assert_eq!(
+        (&first["kernelrelease"], &first["kernelversion"]),
+        (&"6.8.0-99-generic".into(), &"101".into())
+    );
+    assert_eq!(
+        (&first["requests"], &first["sources"]),
+        (&6.into(), &3.into())
+    );
+    assert_eq!(report["missing"][1]["file"], B);
+    let table = cli_ok(&backend, &["stats", "--missing"]);
+    assert!(
+        table.contains("Most-requested missing drivers") && table.contains("6.8.0-99-generic"),
+        "{table}"
+    );
+    // Downloads are a separate report.
+    assert_eq!(total_downloads(&backend).await, 1);
+
+    // Once B is published it is no longer missing.
+    publish_file(&backend, B, 9);
+    let report = missing_json(&backend);
+    let files: Vec<&str> = report["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(files, [A]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_drivers_are_reported_local() {
+    missing_drivers_are_reported(Backend::local()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_drivers_are_reported_garage() {
+    missing_drivers_are_reported(Backend::garage()).await;
+}
+
+/// Distinct sources per day with a daily key: two replicas share the day's key (on Garage,
+/// which ignores create-only writes), the key of a final day is deleted, and the counts of
+/// that day stay right while its hashes no longer match the same addresses on a later day.
+async fn source_keys_rotate(backend: Backend) {
+    const DAY1: &str = "2026-03-01";
+    const DAY4: &str = "2026-03-04";
+    let day = |d: &'static str| [("FALCO_DRIVER_REPO_TEST_DAY", d)];
+    publish_one(&backend, 1, 1000).await;
+    let args = [
+        "--trust-forwarded-for",
+        "--stats-flush-interval",
+        "1",
+        "--stats-key-settle",
+        "2",
+    ];
+    let a = Server::start_env(&backend, &args, &day(DAY1));
+    let b = Server::start_env(&backend, &args, &day(DAY1));
+    tokio::join!(
+        download_many(&a, 150, |i| Some(format!("10.0.0.{}", i % 7))),
+        download_many(&b, 250, |i| Some(format!("10.0.0.{}", i % 5 + 3))),
+    );
+    // `stats` run "on" a day (it deletes the keys of days final by then).
+    let stats_on = |d: &'static str| {
+        let out = cli_env(&backend, &["stats", "--format", "json"], &day(d));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    // Flushed while running, once the day's key has settled.
+    let stats = &stats_on;
+    wait_for(
+        "400 downloads flushed",
+        Duration::from_secs(60),
+        || async move { (stats(DAY1)["total_downloads"] == 400).then_some(()) },
+    )
+    .await;
+    a.terminate();
+    b.terminate();
+    let storage = backend.storage();
+    let keys = |storage: &falco_driver_repo::storage::Storage| {
+        let storage = storage.clone();
+        async move {
+            let mut keys: Vec<String> = storage
+                .list("stats/source-keys/")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| m.location.to_string())
+                .collect();
+            keys.sort();
+            keys
+        }
+    };
+    // Today's key, and tomorrow's created ahead of time.
+    assert_eq!(
+        keys(&storage).await,
+        [
+            "stats/source-keys/2026-03-01",
+            "stats/source-keys/2026-03-02"
+        ]
+    );
+    let report = stats_on(DAY1);
+    assert_eq!(report["total_downloads"], 400);
+    // 10.0.0.0-6 and 10.0.0.3-7: 8 distinct addresses, one key for both replicas.
+    assert_eq!(report["distinct_sources"], 8, "{report:#}");
+
+    // Three days later the first day is final: its key is deleted when a server starts.
+    let c = Server::start_env(&backend, &args, &day(DAY4));
+    download_many(&c, 30, |i| Some(format!("10.0.0.{}", i % 3))).await;
+    c.terminate();
+    assert_eq!(
+        keys(&storage).await,
+        [
+            "stats/source-keys/2026-03-02",
+            "stats/source-keys/2026-03-04",
+            "stats/source-keys/2026-03-05"
+        ]
+    );
+    let report = stats_on(DAY4);
+    assert_eq!(report["total_downloads"], 430);
+    assert_eq!(report["by_day"][0]["key"], DAY1);
+    assert_eq!(
+        (
+            &report["by_day"][0]["downloads"],
+            &report["by_day"][0]["sources"]
+        ),
+        (&400.into(), &8.into())
+    );
+    assert_eq!(report["by_day"][1]["key"], DAY4);
+    assert_eq!(report["by_day"][1]["sources"], 3);
+    assert_eq!(report["distinct_sources"], 11);
+    // `stats` deletes final keys too (day 2 on day 5).
+    stats_on("2026-03-05");
+    assert_eq!(
+        keys(&storage).await,
+        [
+            "stats/source-keys/2026-03-04",
+            "stats/source-keys/2026-03-05"
+        ]
+    );
+    // The same addresses hash differently on day 1 and day 4.
+    let rows = falco_driver_repo::stats::load_rows(&storage).await.unwrap();
+    let sources = |d: &str| -> std::collections::BTreeSet<String> {
+        rows.iter()
+            .filter(|r| r.key.day == d)
+            .flat_map(|r| r.sources.iter().cloned())
+            .collect()
+    };
+    assert!(sources(DAY1).is_disjoint(&sources(DAY4)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn source_keys_rotate_local() {
+    source_keys_rotate(Backend::local()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn source_keys_rotate_garage() {
+    source_keys_rotate(Backend::garage()).await;
+}
+
+/// Who downloads: the real falcoctl (`driver install`, Go's default agent, no Range) is
+/// counted as `falcoctl`, curl fetching a whole driver as the legacy loader script, this
+/// project's loader by its agent, and a Go client sending a Range as `other`.
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_are_classified_local() {
+    let falcoctl = falcoctl_bin();
+    let backend = Backend::local();
+    let ko = publish_one(&backend, 8, 4000).await;
+    let server = Server::start(&backend, &[]);
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("etc")).unwrap();
+    std::fs::write(
+        root.path().join("etc/os-release"),
+        "NAME=\"Ubuntu\"\nID=ubuntu\nVERSION_ID=\"22.04\"\n",
+    )
+    .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let install = |kernelrelease: &str| {
+        std::process::Command::new(&falcoctl)
+            .args([
+                "driver",
+                "install",
+                "--type",
+                "kmod",
+                "--download",
+                "--compile=false",
+            ])
+            .arg("--host-root")
+            .arg(root.path())
+            .args(["--kernelrelease", kernelrelease])
+            .args([
+                "--kernelversion",
+                "#110-Ubuntu SMP Tue Mar 5 00:00:00 UTC 2024",
+            ])
+            .args(["--repo", &server.url("/driver"), "--version", V])
+            .env_clear()
+            .env("HOME", home.path())
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run falcoctl")
+    };
+    // falcoctl then fails to load the module (it is random bytes): only the download matters.
+    let out = install("5.15.0-100-generic");
+    let downloaded = home.path().join(format!(".falco/{V}/x86_64/{KO}"));
+    assert_eq!(
+        std::fs::read(&downloaded).unwrap_or_else(|e| panic!(
+            "falcoctl did not download {}: {e}\n{}{}",
+            downloaded.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )),
+        ko
+    );
+    // A kernel nobody built: a miss, as falcoctl asks for it.
+    install("5.15.0-999-generic");
+
+    let url = server.url(&format!("/driver/{V_URL}/x86_64/{KO}"));
+    let dest = home.path().join("curl.ko");
+    let status = std::process::Command::new("curl")
+        .args(["-fsS", "--create-dirs", "-o"])
+        .arg(&dest)
+        .arg(&url)
+        .status()
+        .expect("run curl");
+    assert!(status.success());
+    assert_eq!(std::fs::read(&dest).unwrap(), ko);
+    let agent = |ua: &str| {
+        reqwest::Client::builder()
+            .user_agent(ua.to_owned())
+            .build()
+            .unwrap()
+    };
+    let loader = agent("falco-driver-loader/0.1.0")
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(loader.bytes().await.unwrap(), ko);
+    let ranged = agent("Go-http-client/1.1")
+        .get(&url)
+        .header("range", "bytes=0-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
+    ranged.bytes().await.unwrap();
+    server.terminate();
+
+    let report = stats_json(&backend);
+    let lines = |group: &str| -> std::collections::BTreeMap<String, u64> {
+        report[group]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["key"].as_str().unwrap().to_owned(),
+                    l["downloads"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        lines("by_class"),
+        [
+            ("falco-driver-loader".to_owned(), 1),
+            ("falcoctl".to_owned(), 1),
+            ("legacy-loader-script".to_owned(), 1),
+            ("other".to_owned(), 1),
+        ]
+        .into(),
+        "{report:#}"
+    );
+    let clients = lines("by_client");
+    assert_eq!(clients.get("go-http-client/1.1"), Some(&2), "{clients:?}");
+    assert_eq!(
+        clients.get("falco-driver-loader/0.1.0"),
+        Some(&1),
+        "{clients:?}"
+    );
+    assert!(
+        clients.keys().any(|k| k.starts_with("curl/")),
+        "{clients:?}"
+    );
+    let missing = missing_json(&backend);
+    assert_eq!(
+        missing["missing"][0]["file"], "falco_ubuntu-generic_5.15.0-999-generic_110.ko",
+        "{missing:#}"
+    );
 }

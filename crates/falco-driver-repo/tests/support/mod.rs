@@ -30,32 +30,6 @@ pub fn loader_bin() -> PathBuf {
     path
 }
 
-/// The real falcoctl (v0.13.0, built from the Go module proxy by `hack/build-falcoctl.sh`):
-/// `FALCO_FALCOCTL_BIN`, else the script's cache. Fails, never skips, when it is missing.
-pub fn falcoctl_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("FALCO_FALCOCTL_BIN") {
-        return PathBuf::from(path);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_default()
-        .join("falco-operator/falcoctl");
-    std::fs::read_dir(&cache)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("bin/falcoctl"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "falcoctl not found (FALCO_FALCOCTL_BIN unset, nothing under {}): \
-                 run hack/build-falcoctl.sh",
-                cache.display()
-            )
-        })
-}
-
 /// Where a test's repository lives.
 pub enum Backend {
     Local(tempfile::TempDir),
@@ -116,9 +90,17 @@ impl Backend {
 
 /// Runs the CLI with the backend's environment.
 pub fn cli(backend: &Backend, args: &[&str]) -> Output {
+    cli_env(backend, args, &[])
+}
+
+/// Runs the CLI with the backend's environment and `env` on top.
+pub fn cli_env(backend: &Backend, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args).env("RUST_LOG", "warn").stdin(Stdio::null());
     for (k, v) in backend.env() {
+        cmd.env(k, v);
+    }
+    for (k, v) in env {
         cmd.env(k, v);
     }
     cmd.output().expect("run falco-driver-repo")
@@ -144,6 +126,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(backend: &Backend, extra: &[&str]) -> Self {
+        Self::start_env(backend, extra, &[])
+    }
+
+    /// [`Server::start`] with `env` on top of the backend's environment.
+    pub fn start_env(backend: &Backend, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
@@ -152,6 +139,9 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in backend.env() {
+            cmd.env(k, v);
+        }
+        for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn server");
@@ -320,4 +310,58 @@ pub fn metric(text: &str, sample: &str) -> f64 {
 pub fn stats_json(backend: &Backend) -> serde_json::Value {
     let out = cli_ok(backend, &["stats", "--format", "json"]);
     serde_json::from_str(&out).expect("stats json")
+}
+
+/// The falcoctl binary (the reference client): `FALCO_FALCOCTL_BIN`, else the cache of
+/// `hack/build-falcoctl.sh`. Fails (never skips) when it is missing.
+pub fn falcoctl_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("FALCO_FALCOCTL_BIN") {
+        let bin = PathBuf::from(bin);
+        assert!(
+            bin.is_file(),
+            "FALCO_FALCOCTL_BIN={} does not exist: run hack/build-falcoctl.sh",
+            bin.display()
+        );
+        return bin;
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .expect("HOME or XDG_CACHE_HOME is set")
+        .join("falco-operator/falcoctl");
+    std::fs::read_dir(&cache)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin/falcoctl"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "falcoctl not found (FALCO_FALCOCTL_BIN unset, nothing under {}): run hack/build-falcoctl.sh",
+                cache.display()
+            )
+        })
+}
+
+/// The soft limit of open files of this process (the server child inherits it).
+pub fn open_files_limit() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("/proc/self/limits");
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| {
+            if v == "unlimited" {
+                Some(u64::MAX)
+            } else {
+                v.parse().ok()
+            }
+        })
+        .expect("Max open files in /proc/self/limits")
+}
+
+/// `stats --missing --format json`.
+pub fn missing_json(backend: &Backend) -> serde_json::Value {
+    let out = cli_ok(backend, &["stats", "--missing", "--format", "json"]);
+    serde_json::from_str(&out).expect("stats --missing json")
 }
