@@ -76,7 +76,10 @@ pub fn resolve(settings: DriverSettings, facts: &KernelFacts) -> Result<Resolved
     }
     let (distro, undetermined) = match discover(&settings.host_root, &kernel_release) {
         Ok(d) => (d, None),
-        Err(e) => (Distro::undetermined(), Some(e)),
+        Err(e) => {
+            tracing::warn!(reason = %e, "target undetermined");
+            (Distro::undetermined(), Some(e))
+        }
     };
     let (fixed_release, fixed_version) = distro.fixup_kernel(&kernel_release, &kernel_version);
     let driver = settings

@@ -135,6 +135,7 @@ fn refused(result: falco_driver_loader::Result<Outcome>, what: &str) -> String {
         Ok(outcome) => panic!("expected a refusal ({what}), got {outcome:?}"),
         Err(e) => e.to_string(),
     };
+    eprintln!("refused ({what}): {err}");
     assert!(err.contains(what), "expected {what:?} in: {err}");
     assert!(!err.contains('\n'), "one line: {err}");
     err
