@@ -13,6 +13,15 @@
 //! - `<file>.sha256` beside each driver: `sha256sum` format, lowercase hex, two spaces, the
 //!   file name and a newline ([`format_sha256_file`], [`parse_sha256_file`]).
 //!
+//! Freshness: an index carries the driver `version` and `arch` it is for, a `serial` that
+//! grows by one on every write and an `expires` time (unix seconds, UTC). A reader that asked
+//! for one version and arch checks, with [`DriverIndex::check_fresh`], that the verified index
+//! is for them (an index copied from another version's folder is refused), that it has not
+//! expired (a frozen repository cannot serve an old index forever), and that its serial is not
+//! lower than the highest it has seen (an older signed index cannot be replayed). An index
+//! without `serial` and `expires` is *legacy*: it still parses, and a reader that requires
+//! freshness refuses it.
+//!
 //! Keys: the public key file is the standard base64 of the 32-byte ed25519 public key plus a
 //! newline; the private key file is the standard base64 of the 32-byte seed plus a newline
 //! (the writer creates it with mode 0600).
@@ -51,6 +60,37 @@ pub enum IndexError {
     /// A `.sha256` file is not in `sha256sum` format.
     #[error("not a sha256sum line: {0:?}")]
     ParseSha256(String),
+    /// The verified index is for another driver version or architecture.
+    #[error("index.json is for {field} {got:?}, not {wanted:?}; refused")]
+    WrongScope {
+        /// `version` or `arch`.
+        field: &'static str,
+        /// What the index says.
+        got: String,
+        /// What was asked for.
+        wanted: String,
+    },
+    /// The index has no `serial` and `expires` (written before they existed).
+    #[error("index.json has no serial and expiry (a legacy index); refused")]
+    Legacy,
+    /// The index expired.
+    #[error("index.json expired at {expires} (unix seconds; now {now}); refused")]
+    Expired {
+        /// Its `expires`.
+        expires: u64,
+        /// The reader's clock.
+        now: u64,
+    },
+    /// The index is older than one already seen.
+    #[error(
+        "index.json has serial {serial}, older than serial {seen} seen before (rollback); refused"
+    )]
+    Rollback {
+        /// Its `serial`.
+        serial: u64,
+        /// The highest serial seen before.
+        seen: u64,
+    },
 }
 
 /// One driver file listed in an index.
@@ -77,8 +117,28 @@ pub struct DriverIndex {
     pub version: String,
     /// Architecture directory, `x86_64` or `aarch64`.
     pub arch: String,
+    /// Grows by one on every write of this version's and arch's index; absent in legacy
+    /// indexes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<u64>,
+    /// When the index stops being valid, in unix seconds (UTC); absent in legacy indexes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
     /// Driver files, sorted by name, names unique.
     pub files: Vec<IndexEntry>,
+}
+
+/// What a reader knows when it checks an index's freshness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness<'a> {
+    /// The driver version asked for.
+    pub version: &'a str,
+    /// The architecture asked for.
+    pub arch: &'a str,
+    /// The reader's clock, unix seconds.
+    pub now: u64,
+    /// The highest serial seen before for this repository, version and arch.
+    pub seen: Option<u64>,
 }
 
 impl DriverIndex {
@@ -100,8 +160,61 @@ impl DriverIndex {
         Self {
             version: version.into(),
             arch: arch.into(),
+            serial: None,
+            expires: None,
             files,
         }
+    }
+
+    /// The same index with a serial and an expiry (what a writer publishes).
+    pub fn with_freshness(mut self, serial: u64, expires: u64) -> Self {
+        self.serial = Some(serial);
+        self.expires = Some(expires);
+        self
+    }
+
+    /// Whether the index lacks `serial` or `expires`.
+    pub fn is_legacy(&self) -> bool {
+        self.serial.is_none() || self.expires.is_none()
+    }
+
+    /// Whether the files are the same as another index's, ignoring version, serial and expiry.
+    pub fn same_files(&self, other: &Self) -> bool {
+        self.files == other.files
+    }
+
+    /// Checks a verified index against what the reader asked for: the same version and
+    /// arch, not legacy, not expired (`expires` must be later than `now`), and a serial not
+    /// lower than the highest seen (equal is fine: the same index read again). Returns the
+    /// serial.
+    pub fn check_fresh(&self, want: &Freshness<'_>) -> Result<u64, IndexError> {
+        for (field, got, wanted) in [
+            ("version", &self.version, want.version),
+            ("arch", &self.arch, want.arch),
+        ] {
+            if got != wanted {
+                return Err(IndexError::WrongScope {
+                    field,
+                    got: got.clone(),
+                    wanted: wanted.to_owned(),
+                });
+            }
+        }
+        let (Some(serial), Some(expires)) = (self.serial, self.expires) else {
+            return Err(IndexError::Legacy);
+        };
+        if expires <= want.now {
+            return Err(IndexError::Expired {
+                expires,
+                now: want.now,
+            });
+        }
+        if let Some(seen) = want.seen
+            && serial < seen
+        {
+            return Err(IndexError::Rollback { serial, seen });
+        }
+        Ok(serial)
     }
 
     /// The canonical bytes of `index.json`: pretty JSON and a trailing newline.
@@ -307,6 +420,83 @@ mod tests {
         assert_eq!(v["files"][0]["kernelrelease"], "5.0.0");
         assert_eq!(v["files"][0]["kernelversion"], "26");
         assert_eq!(v["files"][0]["target"], "ubuntu-generic");
+    }
+
+    #[test]
+    fn freshness_binds_version_arch_serial_and_expiry() {
+        let index =
+            DriverIndex::new("8.0.0+driver", "x86_64", vec![entry("a.ko")]).with_freshness(5, 1000);
+        let v: serde_json::Value = serde_json::from_slice(&index.to_bytes()).unwrap();
+        assert_eq!(
+            (v["serial"].as_u64(), v["expires"].as_u64()),
+            (Some(5), Some(1000))
+        );
+        assert_eq!(DriverIndex::parse(&index.to_bytes()).unwrap(), index);
+        let want = Freshness {
+            version: "8.0.0+driver",
+            arch: "x86_64",
+            now: 999,
+            seen: Some(5),
+        };
+        assert_eq!(index.check_fresh(&want).unwrap(), 5);
+        assert_eq!(
+            index
+                .check_fresh(&Freshness { seen: None, ..want })
+                .unwrap(),
+            5
+        );
+        assert_eq!(
+            index
+                .check_fresh(&Freshness {
+                    seen: Some(4),
+                    ..want
+                })
+                .unwrap(),
+            5
+        );
+        let err = |w: Freshness<'_>| index.check_fresh(&w).unwrap_err();
+        assert!(matches!(
+            err(Freshness {
+                seen: Some(6),
+                ..want
+            }),
+            IndexError::Rollback { serial: 5, seen: 6 }
+        ));
+        assert!(matches!(
+            err(Freshness { now: 1000, ..want }),
+            IndexError::Expired {
+                expires: 1000,
+                now: 1000
+            }
+        ));
+        assert!(matches!(
+            err(Freshness {
+                version: "7.0.0+driver",
+                ..want
+            }),
+            IndexError::WrongScope {
+                field: "version",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err(Freshness {
+                arch: "aarch64",
+                ..want
+            }),
+            IndexError::WrongScope { field: "arch", .. }
+        ));
+        // A legacy index (no serial, no expiry) parses, and is refused by check_fresh.
+        let legacy = br#"{"version":"8.0.0+driver","arch":"x86_64","files":[]}"#;
+        let legacy = DriverIndex::parse(legacy).unwrap();
+        assert!(legacy.is_legacy());
+        assert!(matches!(legacy.check_fresh(&want), Err(IndexError::Legacy)));
+        assert!(
+            !DriverIndex::new("1", "x86_64", vec![])
+                .to_bytes()
+                .windows(6)
+                .any(|w| w == b"serial")
+        );
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub async fn run(cli: Cli, out: &mut dyn std::io::Write) -> Result<()> {
     match cli.command {
         Command::Printenv => {
             let resolved = resolve(settings, &KernelFacts::running()?)?;
-            write_out(out, &printenv::render(&resolved))
+            write_out(out, &printenv::render(&resolved)?)
         }
         Command::Cleanup(args) => {
             let opts = KmodOptions {
@@ -87,7 +87,7 @@ async fn entrypoint(
     }
     let resolved = resolve(settings, &KernelFacts::running()?)?;
     if ep.print_env {
-        return write_out(out, &printenv::render(&resolved));
+        return write_out(out, &printenv::render(&resolved)?);
     }
     configure(&resolved, config_path, &ep.config)?;
     let (download, compile) = if ep.download || ep.compile {

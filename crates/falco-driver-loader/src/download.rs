@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use falco_core::driver::redact_url;
 use futures::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
@@ -189,7 +190,7 @@ impl Fetcher {
                     let wait = match wait {
                         Some(w) if w > self.opts.max_retry_after => {
                             tracing::warn!(
-                                url,
+                                url = %redact_url(url),
                                 wait_s = w.as_secs(),
                                 "Retry-After too long; giving up on this URL"
                             );
@@ -204,7 +205,7 @@ impl Fetcher {
                     };
                     attempt += 1;
                     tracing::warn!(
-                        url,
+                        url = %redact_url(url),
                         error = %err,
                         retry = attempt,
                         of = self.opts.retries,
@@ -225,20 +226,20 @@ impl Fetcher {
         };
         match sent {
             Err(source) if source.is_builder() => Attempt::Done(Err(Error::Http {
-                url: url.to_owned(),
-                source,
+                url: redact_url(url).into_owned(),
+                source: source.without_url(),
             })),
             Err(source) => Attempt::Retry(
                 Error::Http {
-                    url: url.to_owned(),
-                    source,
+                    url: redact_url(url).into_owned(),
+                    source: source.without_url(),
                 },
                 None,
             ),
             Ok(resp) => {
                 let status = resp.status();
                 let err = || Error::HttpStatus {
-                    url: url.to_owned(),
+                    url: redact_url(url).into_owned(),
                     status: status.as_u16(),
                 };
                 if status.is_success() {
@@ -272,7 +273,7 @@ impl Fetcher {
             };
             if resp.content_length().is_some_and(|len| len > limit) {
                 return Attempt::Done(Err(Error::TooLarge {
-                    url: url.to_owned(),
+                    url: redact_url(url).into_owned(),
                     limit,
                 }));
             }
@@ -285,7 +286,7 @@ impl Fetcher {
                         body.extend_from_slice(&chunk);
                         if body.len() as u64 > limit {
                             return Attempt::Done(Err(Error::TooLarge {
-                                url: url.to_owned(),
+                                url: redact_url(url).into_owned(),
                                 limit,
                             }));
                         }
@@ -301,7 +302,7 @@ impl Fetcher {
             if let Some(expected) = expected.filter(|&e| e != body.len() as u64) {
                 return Attempt::Retry(
                     Error::Truncated {
-                        url: url.to_owned(),
+                        url: redact_url(url).into_owned(),
                         received: body.len() as u64,
                         expected,
                     },
@@ -332,7 +333,7 @@ impl Fetcher {
             tmp,
             sha256,
             size,
-            url: url.to_owned(),
+            url: redact_url(url).into_owned(),
         })
     }
 
@@ -392,7 +393,7 @@ impl Fetcher {
             progress.abandon();
             return Attempt::Retry(
                 Error::Truncated {
-                    url: url.to_owned(),
+                    url: redact_url(url).into_owned(),
                     received,
                     expected,
                 },
@@ -521,13 +522,13 @@ pub fn install_staged(staged: Staged, dest: &Path, expected: &Expected) -> Resul
 fn broken_body(url: &str, received: u64, expected: Option<u64>, source: reqwest::Error) -> Error {
     match expected {
         Some(expected) if received < expected && !source.is_timeout() => Error::Truncated {
-            url: url.to_owned(),
+            url: redact_url(url).into_owned(),
             received,
             expected,
         },
         _ => Error::Http {
-            url: url.to_owned(),
-            source,
+            url: redact_url(url).into_owned(),
+            source: source.without_url(),
         },
     }
 }
@@ -709,10 +710,10 @@ impl Progress {
             pb.set_message(url.rsplit('/').next().unwrap_or(url).to_owned());
             Self::Bar(pb)
         } else {
-            tracing::info!(url, size = total, "downloading");
+            tracing::info!(url = %redact_url(url), size = total, "downloading");
             let next = total.map_or(LOG_STEP, |t| (t / 4).max(1));
             Self::Log {
-                url: url.to_owned(),
+                url: redact_url(url).into_owned(),
                 total,
                 next,
             }

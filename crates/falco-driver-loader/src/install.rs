@@ -16,13 +16,13 @@
 use std::path::PathBuf;
 
 use ed25519_dalek::VerifyingKey;
-use falco_core::driver::{DriverType, driver_url, repo_dir_url};
+use falco_core::driver::{DriverType, driver_url, redact_url, repo_dir_url};
 
 use crate::download::{Fetcher, HttpOptions, install_local, install_staged, verify_cached};
 use crate::host::CommandRunner;
 use crate::kmod::{self, CompileRequest, KmodOptions};
 use crate::resolve::Resolved;
-use crate::verify::{Expected, expected_for};
+use crate::verify::{Expected, IndexPolicy, SerialStore, expected_for};
 use crate::{Error, Result};
 
 /// Options of the install flow.
@@ -104,8 +104,8 @@ pub async fn install(
     let name = &resolved.settings.name;
     kmod::cleanup(runner, name, &opts.kmod)?;
 
-    let file = resolved.filename_for(ty);
-    let dest = resolved.cache_path(&opts.home, &file);
+    let file = resolved.filename_for(ty)?;
+    let dest = resolved.cache_path(&opts.home, &file)?;
     let mut failure = None;
     let mut obtained = None;
     if download {
@@ -172,17 +172,30 @@ async fn obtain(
     let fetcher = Fetcher::new(opts.http.clone())?;
     let s = &resolved.settings;
     let key = opts.trusted_key.as_ref();
+    let serials = SerialStore::in_dir(&resolved.cache_dir(&opts.home)?);
+    let policy = key.map(|key| IndexPolicy {
+        key,
+        version: &s.version,
+        arch: s.arch.as_str(),
+        serials: &serials,
+    });
     let mut last_error = None;
-    for repo in &s.repos {
-        let url = driver_url(repo, &s.version, s.arch, file);
-        let dir = repo_dir_url(repo, &s.version, s.arch);
+    for repo_url in &s.repos {
+        let url = driver_url(repo_url, &s.version, s.arch, file);
+        let dir = repo_dir_url(repo_url, &s.version, s.arch);
+        let repo = redact_url(repo_url);
+        let repo = repo.as_ref();
+        let shown_url = redact_url(&url).into_owned();
         // Unless verification is required up front, the checksum and the driver are fetched
         // at the same time; the driver stays in its temporary file until checked.
         let (expected, staged) = if opts.require_verified || cached.is_some() {
-            (expected_for(&fetcher, &dir, file, key).await, None)
+            (
+                expected_for(&fetcher, repo_url, &dir, file, policy.as_ref()).await,
+                None,
+            )
         } else {
             let (expected, staged) = tokio::join!(
-                expected_for(&fetcher, &dir, file, key),
+                expected_for(&fetcher, repo_url, &dir, file, policy.as_ref()),
                 fetcher.stage(&url, dest)
             );
             (expected, Some(staged))
@@ -220,19 +233,19 @@ async fn obtain(
             Ok(installed) => {
                 if matches!(expected, Expected::Nothing) {
                     tracing::warn!(
-                        url,
+                        url = %shown_url,
                         "the repository publishes no checksum: the driver was only checked for completeness"
                     );
                 }
                 tracing::info!(
-                    url,
+                    url = %shown_url,
                     path = %installed.path.display(),
                     sha256 = %installed.sha256,
                     verification = expected.label(),
                     "driver downloaded and installed"
                 );
                 return Ok(Source::Download {
-                    url,
+                    url: shown_url,
                     verification: expected.label(),
                 });
             }

@@ -13,9 +13,15 @@
 //!   leaves at the final path either nothing or a complete, verified file.
 //! - **Verification.** Where the repository publishes `<file>.sha256` or a signed per-version
 //!   `index.json` (see [`falco_core::index`]), the download is checked before it is installed,
-//!   and the index signature is checked against `--trusted-key`; `--require-verified`
-//!   refuses anything that cannot be verified. A truncated body (fewer bytes than
-//!   `Content-Length` or than the index says) is refused too.
+//!   and the index signature is checked against `--trusted-key`, with the index's version,
+//!   arch, expiry and serial (no rollback to an older index; newest serials kept in
+//!   `<cache>/index-serials.json`); with a key nothing unsigned is accepted.
+//!   `--require-verified` refuses anything that cannot be verified. A truncated body (fewer
+//!   bytes than `Content-Length` or than the index says) is refused too.
+//! - **Safe names.** A target, kernel release or version holding `/`, `..` or NUL is refused
+//!   before any file name, cache path or URL is built; every URL path segment is
+//!   percent-encoded; `os-release` and marker files are read inside the host root
+//!   (`openat2(RESOLVE_IN_ROOT)`) with a size bound; repository credentials never reach logs.
 //! - **Retries.** Connection errors, timeouts, truncated bodies and 5xx answers are retried
 //!   with exponential backoff; a 429 waits for its `Retry-After`. falcoctl tries once.
 //! - **Testable side effects.** Every command that touches the host kernel (`lsmod`, `rmmod`,
@@ -155,6 +161,34 @@ pub enum Error {
         #[source]
         source: falco_core::index::IndexError,
     },
+    /// `--trusted-key` is given but the repository publishes no signed index.
+    #[error("{url}: {what}, but --trusted-key requires a signed index; refused")]
+    Unsigned {
+        /// The index URL (credentials redacted).
+        url: String,
+        /// What is missing.
+        what: &'static str,
+    },
+    /// `--trusted-key` is given and the signed index does not list the driver.
+    #[error("{file} is not listed in the signed index {url}; refused")]
+    NotInIndex {
+        /// The index URL (credentials redacted).
+        url: String,
+        /// The driver file name.
+        file: String,
+    },
+    /// The loader's own state file (newest index serials seen) is unreadable.
+    #[error("state file {path}: {reason}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// A derived name (target, kernel release or version, driver name or version) would
+    /// leave its directory in a file name, cache path or URL.
+    #[error("{0}")]
+    UnsafeName(#[source] falco_core::driver::DriverError),
     /// `--require-verified` is set and the driver cannot be verified.
     #[error("{file}: {reason}; refused because --require-verified is set")]
     Unverified {

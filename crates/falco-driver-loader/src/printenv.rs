@@ -2,16 +2,23 @@
 
 use std::fmt::Write as _;
 
+use falco_core::driver::redact_url;
+
+use crate::Result;
 use crate::resolve::Resolved;
 
 /// The lines `printenv` prints, in falcoctl's order, then `DRIVER_FILENAME` and
 /// `DRIVER_URLS` (one URL per repository, `;`-separated; both empty for a driver without
-/// artifact). Values are quoted as Go's `%q`.
-pub fn render(r: &Resolved) -> String {
+/// artifact). Values are quoted as Go's `%q`. Credentials in repository URLs are shown as
+/// `***` (this output often ends up in container logs).
+pub fn render(r: &Resolved) -> Result<String> {
     let s = &r.settings;
+    let redacted = |urls: &[String]| -> Vec<String> {
+        urls.iter().map(|u| redact_url(u).into_owned()).collect()
+    };
     let pairs = [
         ("DRIVER", r.driver.as_str().to_owned()),
-        ("DRIVERS_REPO", s.repos.join(", ")),
+        ("DRIVERS_REPO", redacted(&s.repos).join(", ")),
         ("DRIVER_VERSION", s.version.clone()),
         ("DRIVER_NAME", s.name.clone()),
         ("HOST_ROOT", s.host_root.to_string_lossy().into_owned()),
@@ -21,14 +28,14 @@ pub fn render(r: &Resolved) -> String {
         ("KERNEL_VERSION", r.kernel_version.clone()),
         ("FIXED_KERNEL_RELEASE", r.fixed_release.to_string()),
         ("FIXED_KERNEL_VERSION", r.fixed_version.clone()),
-        ("DRIVER_FILENAME", r.filename().unwrap_or_default()),
-        ("DRIVER_URLS", r.urls().join(";")),
+        ("DRIVER_FILENAME", r.filename()?.unwrap_or_default()),
+        ("DRIVER_URLS", redacted(&r.urls()?).join(";")),
     ];
     let mut out = String::new();
     for (key, value) in pairs {
         let _ = writeln!(out, "{key}={}", go_quote(&value));
     }
-    out
+    Ok(out)
 }
 
 /// Go's `strconv.Quote` for the characters a value can contain.

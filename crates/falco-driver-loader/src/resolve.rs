@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use falco_core::driver::{
-    self, Distro, DriverType, KernelRelease, discover, driver_filename, driver_url,
+    self, Distro, DriverType, KernelRelease, check_dir_segment, check_segment, discover,
+    driver_filename, driver_url,
 };
 
 use crate::cli::DriverSettings;
@@ -75,7 +76,10 @@ pub fn resolve(settings: DriverSettings, facts: &KernelFacts) -> Result<Resolved
     }
     let (distro, undetermined) = match discover(&settings.host_root, &kernel_release) {
         Ok(d) => (d, None),
-        Err(e) => (Distro::undetermined(), Some(e)),
+        Err(e) => {
+            tracing::warn!(reason = %e, "target undetermined");
+            (Distro::undetermined(), Some(e))
+        }
     };
     let (fixed_release, fixed_version) = distro.fixup_kernel(&kernel_release, &kernel_version);
     let driver = settings
@@ -90,6 +94,19 @@ pub fn resolve(settings: DriverSettings, facts: &KernelFacts) -> Result<Resolved
                 }
         })
         .ok_or_else(|| Error::NoSupportedDriver(distro.target_id.clone()))?;
+    // Every name derived from the host or the settings is checked once, here, before any
+    // file name, cache path or URL is built from it (printenv included).
+    check_dir_segment("driver version", &settings.version).map_err(Error::UnsafeName)?;
+    // The release as given also names dkms' tree (`lib/modules/<release>/build`).
+    check_segment("kernel release", &kernel_release_raw).map_err(Error::UnsafeName)?;
+    driver_filename(
+        &settings.name,
+        &distro.target_id,
+        &fixed_release.to_string(),
+        &fixed_version,
+        DriverType::Kmod.extension(),
+    )
+    .map_err(Error::UnsafeName)?;
     Ok(Resolved {
         settings,
         distro,
@@ -104,8 +121,9 @@ pub fn resolve(settings: DriverSettings, facts: &KernelFacts) -> Result<Resolved
 }
 
 impl Resolved {
-    /// The artifact file name of a type (`falco_<target>_<kr>_<kv>.ko`).
-    pub fn filename_for(&self, ty: DriverType) -> String {
+    /// The artifact file name of a type (`falco_<target>_<kr>_<kv>.ko`); refused when a part
+    /// holds `/`, `..` or NUL.
+    pub fn filename_for(&self, ty: DriverType) -> Result<String> {
         driver_filename(
             &self.settings.name,
             &self.distro.target_id,
@@ -113,29 +131,42 @@ impl Resolved {
             &self.fixed_version,
             ty.extension(),
         )
+        .map_err(Error::UnsafeName)
     }
 
     /// The artifact file name of the chosen driver, if it has one.
-    pub fn filename(&self) -> Option<String> {
-        self.driver
-            .has_artifact()
-            .then(|| self.filename_for(self.driver))
+    pub fn filename(&self) -> Result<Option<String>> {
+        if !self.driver.has_artifact() {
+            return Ok(None);
+        }
+        self.filename_for(self.driver).map(Some)
     }
 
-    /// One URL per repository, in order, for the chosen driver.
-    pub fn urls(&self) -> Vec<String> {
-        let Some(file) = self.filename() else {
-            return Vec::new();
+    /// One URL per repository, in order, for the chosen driver (every path segment escaped).
+    pub fn urls(&self) -> Result<Vec<String>> {
+        let Some(file) = self.filename()? else {
+            return Ok(Vec::new());
         };
-        self.settings
+        Ok(self
+            .settings
             .repos
             .iter()
             .map(|repo| driver_url(repo, &self.settings.version, self.settings.arch, &file))
-            .collect()
+            .collect())
     }
 
-    /// falcoctl's cache path under `home`.
-    pub fn cache_path(&self, home: &Path, file: &str) -> PathBuf {
+    /// falcoctl's cache path under `home`; refused when it would leave the cache.
+    pub fn cache_path(&self, home: &Path, file: &str) -> Result<PathBuf> {
         driver::cache_path(home, &self.settings.version, self.settings.arch, file)
+            .map_err(Error::UnsafeName)
+    }
+
+    /// The cache directory of the chosen version and arch (`<home>/.falco/<version>/<arch>`).
+    pub fn cache_dir(&self, home: &Path) -> Result<PathBuf> {
+        check_dir_segment("driver version", &self.settings.version).map_err(Error::UnsafeName)?;
+        Ok(home
+            .join(".falco")
+            .join(&self.settings.version)
+            .join(self.settings.arch.as_str()))
     }
 }

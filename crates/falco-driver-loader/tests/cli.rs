@@ -310,7 +310,7 @@ async fn modern_ebpf_needs_no_artifact_and_says_so() {
     )
     .unwrap();
     assert_eq!(resolved.driver, DriverType::ModernEbpf);
-    assert!(resolved.urls().is_empty());
+    assert!(resolved.urls().unwrap().is_empty());
     let runner = ScriptedRunner::new();
     let outcome = install(&resolved, &options(&sb, true), &runner)
         .await
@@ -374,4 +374,56 @@ async fn download_failure_falls_back_to_a_dkms_build() {
     );
     // The repository was asked first.
     assert_eq!(repo.hits(&Repo::driver_path("/r")).len(), 1);
+}
+
+/// A kernel version that would climb out of the cache (`#1/../../../../pwn SMP` on Ubuntu) is
+/// refused with one line naming it, by printenv and install alike, and nothing is written.
+#[tokio::test]
+async fn a_derived_name_with_traversal_is_refused() {
+    let sb = Sandbox::new();
+    for sub in ["printenv", "install"] {
+        let mut cmd = bin();
+        cmd.env("HOME", sb.home())
+            .env("HOST_ROOT", sb.host_root())
+            .args(["--version", VERSION, "--arch", "x86_64", "--type", "kmod"])
+            .args(["--repo", "http://127.0.0.1:9/driver", "--dry-run"])
+            .args(["--kernelrelease", "5.15.0", "--kernelversion"])
+            .arg("#1/../../../../pwn SMP")
+            .arg(sub);
+        let (ok, out, err) = run(cmd).await;
+        assert!(!ok, "{sub}: {out}");
+        let last = err.trim_end().lines().last().unwrap_or_default();
+        assert_eq!(
+            last,
+            "error: refusing kernel version \"1/../../../../pwn\": it contains /, which must not be in a driver file name or path",
+            "{sub}: {err}"
+        );
+        assert!(out.is_empty(), "{sub}: {out}");
+    }
+    assert!(!sb.home().join(".falco").exists(), "nothing written");
+    assert!(!sb.home().join("pwn.ko").exists());
+}
+
+/// Credentials in a repository URL are not printed by printenv.
+#[tokio::test]
+async fn printenv_redacts_repository_credentials() {
+    let sb = Sandbox::new();
+    let mut cmd = bin();
+    cmd.env("HOST_ROOT", sb.host_root())
+        .env(
+            "FALCOCTL_DRIVER_REPOS",
+            "https://user:s3cret@mirror.example.com/falco",
+        )
+        .args(["--version", VERSION, "--arch", "x86_64", "--type", "kmod"])
+        .args(["--kernelrelease", KR, "--kernelversion", KV, "printenv"]);
+    let (ok, out, err) = run(cmd).await;
+    assert!(ok, "{err}");
+    assert!(
+        !out.contains("s3cret") && !err.contains("s3cret"),
+        "{out}{err}"
+    );
+    assert!(
+        out.contains("DRIVERS_REPO=\"https://***@mirror.example.com/falco\""),
+        "{out}"
+    );
 }

@@ -261,7 +261,8 @@ async fn signed_index_is_checked_with_the_trusted_key() {
             kernelrelease: KR.into(),
             kernelversion: "26~22.04.1".into(),
         }],
-    );
+    )
+    .with_freshness(1, u64::MAX);
     let bytes = idx.to_bytes();
     let dir = format!("/r/{ESCAPED}/x86_64");
     repo.route(

@@ -167,9 +167,20 @@ pub struct PublishArgs {
     /// Private key file (from `keygen`) used to sign index.json.
     #[arg(long, env = "FALCO_DRIVER_REPO_SIGNING_KEY")]
     pub signing_key: PathBuf,
+    #[command(flatten)]
+    pub validity: ValidityArgs,
     /// Replace stored drivers whose content differs.
     #[arg(long)]
     pub force: bool,
+}
+
+/// How long a written index stays valid; shared by `publish`, `mirror` and `gc`.
+#[derive(Debug, Clone, Args)]
+pub struct ValidityArgs {
+    /// How long a written index.json stays valid (loaders refuse it after): a number with
+    /// s, m, h or d. Every publish, mirror and gc --signing-key renews it.
+    #[arg(long, env = "FALCO_DRIVER_REPO_INDEX_VALIDITY", default_value = "30d", value_parser = crate::publish::parse_validity)]
+    pub index_validity: Duration,
 }
 
 /// Arguments of `keygen`.
@@ -243,6 +254,8 @@ pub struct MirrorArgs {
     /// Private key to re-sign this repository's index after copying.
     #[arg(long, env = "FALCO_DRIVER_REPO_SIGNING_KEY")]
     pub signing_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub validity: ValidityArgs,
     /// Replace stored drivers whose content differs.
     #[arg(long)]
     pub force: bool,
@@ -253,12 +266,18 @@ pub struct MirrorArgs {
 pub struct GcArgs {
     #[command(flatten)]
     pub storage: StorageArgs,
-    /// Number of driver versions to keep (the most recently published).
+    /// Number of driver versions to keep (the highest versions).
     #[arg(long)]
     pub keep: usize,
     /// Delete for real; without it only the report is printed.
     #[arg(long)]
     pub yes: bool,
+    /// Private key to renew the index of every kept version and arch (with --yes), so a
+    /// periodic gc keeps the indexes from expiring.
+    #[arg(long, env = "FALCO_DRIVER_REPO_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub validity: ValidityArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -334,8 +353,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Publish(args) => {
             let storage = args.storage.open()?;
-            let key = crate::publish::read_private_key(&args.signing_key)?;
-            let report = crate::publish::publish(&storage, &args.dir, &key, args.force).await?;
+            let signer = crate::publish::Signer {
+                key: crate::publish::read_private_key(&args.signing_key)?,
+                validity: args.validity.index_validity,
+            };
+            let report = crate::publish::publish(&storage, &args.dir, &signer, args.force).await?;
             print(&format!(
                 "uploaded {}, unchanged {}, replaced {}, indexes written {}\n",
                 report.uploaded.len(),
@@ -420,11 +442,15 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .as_deref()
                 .map(crate::publish::read_public_key)
                 .transpose()?;
-            let signing_key = args
+            let signer = args
                 .signing_key
                 .as_deref()
                 .map(crate::publish::read_private_key)
-                .transpose()?;
+                .transpose()?
+                .map(|key| crate::publish::Signer {
+                    key,
+                    validity: args.validity.index_validity,
+                });
             let request = crate::mirror::MirrorRequest {
                 from: args.from,
                 version: args.driver_version,
@@ -433,7 +459,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 public_key,
                 force: args.force,
             };
-            let report = crate::mirror::mirror(&storage, &request, signing_key.as_ref()).await?;
+            let report = crate::mirror::mirror(&storage, &request, signer.as_ref()).await?;
             print(&format!(
                 "copied {}, unchanged {}, verified {}\n",
                 report.copied, report.unchanged, report.verified
@@ -441,6 +467,15 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Gc(args) => {
             let storage = args.storage.open()?;
+            let signer = args
+                .signing_key
+                .as_deref()
+                .map(crate::publish::read_private_key)
+                .transpose()?
+                .map(|key| crate::publish::Signer {
+                    key,
+                    validity: args.validity.index_validity,
+                });
             let plan = crate::gc::plan(&storage, args.keep).await?;
             let text = match args.format {
                 Format::Table => crate::gc::render(&plan, !args.yes),
@@ -451,7 +486,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             };
             print(&text)?;
             if args.yes {
-                crate::gc::execute(&storage, &plan).await?;
+                let renewed = crate::gc::execute(&storage, &plan, signer.as_ref()).await?;
+                if signer.is_some() {
+                    print(&format!("indexes renewed {renewed}\n"))?;
+                }
             }
             Ok(())
         }

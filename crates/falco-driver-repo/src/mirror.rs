@@ -2,12 +2,12 @@
 //! `https://download.falco.org/driver`), verifying sizes and checksums where present.
 
 use bytes::Bytes;
-use ed25519_dalek::{SigningKey, VerifyingKey};
-use falco_core::driver::DriverFileName;
+use ed25519_dalek::VerifyingKey;
+use falco_core::driver::{DriverFileName, redact_url};
 use falco_core::index::{self, DriverIndex};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use crate::publish::{Upload, check_segments, rebuild_index, upload_driver};
+use crate::publish::{Signer, Upload, check_segments, rebuild_index, upload_driver};
 use crate::storage::Storage;
 use crate::{Error, Result};
 
@@ -48,14 +48,14 @@ pub struct MirrorReport {
 
 async fn fetch(client: &reqwest::Client, url: &str) -> Result<Option<Bytes>> {
     let failed = |reason: String| Error::Download {
-        url: url.into(),
+        url: redact_url(url).into_owned(),
         reason,
     };
     let response = client
         .get(url)
         .send()
         .await
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| failed(e.without_url().to_string()))?;
     if response.status() == reqwest::StatusCode::NOT_FOUND {
         return Ok(None);
     }
@@ -66,21 +66,23 @@ async fn fetch(client: &reqwest::Client, url: &str) -> Result<Option<Bytes>> {
         .bytes()
         .await
         .map(Some)
-        .map_err(|e| failed(e.to_string()))
+        .map_err(|e| failed(e.without_url().to_string()))
 }
 
-/// Copies the requested drivers into the storage and re-signs the index when a key is given.
+/// Copies the requested drivers into the storage and re-signs the index when a signer is
+/// given (serial + 1, expiry renewed; the source's serial and expiry are not copied: this
+/// repository's index is its own).
 pub async fn mirror(
     storage: &Storage,
     req: &MirrorRequest,
-    signing_key: Option<&SigningKey>,
+    signer: Option<&Signer>,
 ) -> Result<MirrorReport> {
     check_segments(&req.version, &req.arch)?;
     let client = reqwest::Client::builder()
         .user_agent(concat!("falco-driver-repo/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| Error::Download {
-            url: req.from.clone(),
+            url: redact_url(&req.from).into_owned(),
             reason: e.to_string(),
         })?;
     let base = format!(
@@ -90,6 +92,7 @@ pub async fn mirror(
         utf8_percent_encode(&req.arch, SEGMENT)
     );
     let index_url = format!("{base}/{}", index::INDEX_FILE);
+    let shown_index_url = redact_url(&index_url).into_owned();
     let source_index: Option<DriverIndex> = match fetch(&client, &index_url).await? {
         None => None,
         Some(bytes) => Some(match &req.public_key {
@@ -99,21 +102,51 @@ pub async fn mirror(
                 index::verify(&bytes, &String::from_utf8_lossy(&sig), key).map_err(|e| {
                     Error::Verify {
                         what: "signature",
-                        key: index_url.clone(),
+                        key: shown_index_url.clone(),
                         expected: "a valid signature".into(),
                         actual: e.to_string(),
                     }
                 })?
             }
             None => DriverIndex::parse(&bytes).map_err(|e| Error::Parse {
-                key: index_url.clone(),
+                key: shown_index_url.clone(),
                 reason: e.to_string(),
             })?,
         }),
     };
+    // The source's index must be the one of the version and arch asked for (not one copied
+    // from another folder), and not expired when it says when it expires.
+    if let Some(idx) = &source_index {
+        for (what, got, wanted) in [
+            ("version", &idx.version, &req.version),
+            ("arch", &idx.arch, &req.arch),
+        ] {
+            if got != wanted {
+                return Err(Error::Verify {
+                    what,
+                    key: shown_index_url.clone(),
+                    expected: wanted.clone(),
+                    actual: got.clone(),
+                });
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Some(expires) = idx.expires
+            && expires <= now
+        {
+            return Err(Error::Verify {
+                what: "expiry",
+                key: shown_index_url.clone(),
+                expected: format!("later than {now}"),
+                actual: expires.to_string(),
+            });
+        }
+    }
     if source_index.is_none() && req.public_key.is_some() {
         return Err(Error::Download {
-            url: index_url,
+            url: shown_index_url,
             reason: "no index.json to verify the signature of".into(),
         });
     }
@@ -122,7 +155,7 @@ pub async fn mirror(
             Some(idx) => idx.files.iter().map(|f| f.file.clone()).collect(),
             None => {
                 return Err(Error::Download {
-                    url: index_url,
+                    url: shown_index_url,
                     reason: "no index.json: name the files to mirror".into(),
                 });
             }
@@ -137,7 +170,7 @@ pub async fn mirror(
         }
         let url = format!("{base}/{}", utf8_percent_encode(file, SEGMENT));
         let bytes = fetch(&client, &url).await?.ok_or_else(|| Error::Download {
-            url: url.clone(),
+            url: redact_url(&url).into_owned(),
             reason: "HTTP 404".into(),
         })?;
         let actual = index::sha256_hex(&bytes);
@@ -146,7 +179,7 @@ pub async fn mirror(
                 if entry.size != bytes.len() as u64 {
                     return Err(Error::Verify {
                         what: "size",
-                        key: url,
+                        key: redact_url(&url).into_owned(),
                         expected: entry.size.to_string(),
                         actual: bytes.len().to_string(),
                     });
@@ -157,7 +190,7 @@ pub async fn mirror(
                 Some(text) => Some(
                     index::parse_sha256_file(&String::from_utf8_lossy(&text))
                         .map_err(|e| Error::Parse {
-                            key: format!("{url}{}", index::SHA256_SUFFIX),
+                            key: format!("{}{}", redact_url(&url), index::SHA256_SUFFIX),
                             reason: e.to_string(),
                         })?
                         .0,
@@ -169,7 +202,7 @@ pub async fn mirror(
             if expected != actual {
                 return Err(Error::Verify {
                     what: "sha256",
-                    key: url,
+                    key: redact_url(&url).into_owned(),
                     expected,
                     actual,
                 });
@@ -182,8 +215,8 @@ pub async fn mirror(
             Upload::Created | Upload::Replaced => report.copied += 1,
         }
     }
-    if let Some(key) = signing_key {
-        rebuild_index(storage, &req.version, &req.arch, key).await?;
+    if let Some(signer) = signer {
+        rebuild_index(storage, &req.version, &req.arch, signer).await?;
     }
     Ok(report)
 }

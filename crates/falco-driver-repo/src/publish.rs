@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use ed25519_dalek::SigningKey;
@@ -13,6 +14,58 @@ use falco_core::driver::{DriverFileName, is_repository_segment};
 
 /// How many times the index is rebuilt before publishing gives up.
 const INDEX_ATTEMPTS: u32 = 10;
+
+/// Default validity of a written index (`--index-validity`): 30 days.
+pub const DEFAULT_INDEX_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How a writer signs an index: the key, and how long the index stays valid.
+#[derive(Debug, Clone)]
+pub struct Signer {
+    /// The ed25519 signing key.
+    pub key: SigningKey,
+    /// Written indexes expire this long after they are written.
+    pub validity: Duration,
+}
+
+impl Signer {
+    /// `expires` of an index written now.
+    fn expires(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .saturating_add(self.validity.as_secs())
+    }
+}
+
+/// Parses `--index-validity`: a number of seconds with an optional unit, `s`, `m`, `h` or `d`
+/// (`30d`, `12h`, `3600`); at least one second.
+pub fn parse_validity(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{text:?}: expected a number and s, m, h or d (e.g. 30d)"
+            ));
+        }
+    };
+    let secs = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| {
+            format!("{text:?}: expected a positive number and s, m, h or d (e.g. 30d)")
+        })?;
+    Ok(Duration::from_secs(secs))
+}
 
 /// What a publish did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -117,11 +170,12 @@ async fn stored_sha256(storage: &Storage, key: &str) -> Result<Option<String>> {
 }
 
 /// Uploads the drivers found under `dir` and rebuilds the signed index of every
-/// version/arch touched. Idempotent; refuses to replace different content unless `force`.
+/// version/arch touched, renewing it (serial + 1, new expiry) even when no driver changed.
+/// Idempotent for the drivers; refuses to replace different content unless `force`.
 pub async fn publish(
     storage: &Storage,
     dir: &Path,
-    key: &SigningKey,
+    signer: &Signer,
     force: bool,
 ) -> Result<PublishReport> {
     let drivers = find_drivers(dir)?;
@@ -142,7 +196,7 @@ pub async fn publish(
         }
     }
     for (version, arch) in &touched {
-        if rebuild_index(storage, version, arch, key).await? {
+        if rebuild_index(storage, version, arch, signer).await? {
             report
                 .indexes_written
                 .push(format!("driver/{version}/{arch}/"));
@@ -232,18 +286,20 @@ async fn ensure_checksum(storage: &Storage, key: &str, sha256: &str, file: &str)
     Ok(())
 }
 
-/// Rebuilds `driver/<version>/<arch>/index.json` and its signature from the stored objects
-/// until the stored, verified index matches them. Returns whether anything was written.
+/// Rebuilds `driver/<version>/<arch>/index.json` and its signature from the stored objects,
+/// with `serial` one more than the stored index's and `expires` renewed, then re-checks until
+/// the stored, verified index lists exactly the stored drivers (a concurrent publisher may
+/// have replaced it). Returns whether anything was written (always, unless the loop gives up).
 pub async fn rebuild_index(
     storage: &Storage,
     version: &str,
     arch: &str,
-    key: &SigningKey,
+    signer: &Signer,
 ) -> Result<bool> {
     let prefix = format!("driver/{version}/{arch}/");
     let index_key = format!("{prefix}{}", index::INDEX_FILE);
     let sig_key = format!("{prefix}{}", index::SIGNATURE_FILE);
-    let public = key.verifying_key();
+    let public = signer.key.verifying_key();
     let mut wrote = false;
     for _ in 0..INDEX_ATTEMPTS {
         let objects = storage.list(&prefix).await?;
@@ -294,13 +350,32 @@ pub async fn rebuild_index(
             });
         }
         let wanted = DriverIndex::new(version, arch, entries);
-        if stored_index.as_ref() == Some(&wanted) {
-            return Ok(wrote);
+        // Once this writer has written, an index signed by this key, fresh and listing the
+        // same files is the converged state, whoever wrote it.
+        if wrote
+            && let Some(stored) = &stored_index
+            && stored.version == version
+            && stored.arch == arch
+            && !stored.is_legacy()
+            && stored.same_files(&wanted)
+        {
+            return Ok(true);
         }
+        // The serial only grows: one more than any stored index (verified or not, so a key
+        // rotation does not restart it).
+        let serial = [stored_index.as_ref(), previous.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.serial)
+            .max()
+            .unwrap_or(0)
+            .saturating_add(1);
+        let wanted = wanted.with_freshness(serial, signer.expires());
         let bytes = wanted.to_bytes();
-        let sig = index::sign(&bytes, key);
+        let sig = index::sign(&bytes, &signer.key);
         storage.put(&index_key, Bytes::from(bytes), false).await?;
         storage.put(&sig_key, Bytes::from(sig), false).await?;
+        tracing::info!(%prefix, serial, expires = wanted.expires, files = wanted.files.len(), "index written");
         wrote = true;
     }
     Err(Error::IndexNotConverged {

@@ -144,7 +144,7 @@ async fn compiled_driver_is_built_verified_published_and_downloaded() {
     };
     let resolved = resolve(settings, &facts).unwrap();
     // Debian: the real release comes from `uname -v`, the kernel version is 1.
-    let file = resolved.filename().unwrap();
+    let file = resolved.filename().unwrap().unwrap();
     assert_eq!(file, format!("scap_debian_{package_version}-amd64_1.ko"));
 
     let opts = InstallOptions {
@@ -164,7 +164,7 @@ async fn compiled_driver_is_built_verified_published_and_downloaded() {
     let err = install(&resolved, &opts, &runner).await.unwrap_err();
 
     // Built and installed in the cache before the load was tried, with its checksum record.
-    let cached = resolved.cache_path(&home, &file);
+    let cached = resolved.cache_path(&home, &file).unwrap();
     assert!(
         err.to_string().contains(REFUSED),
         "the load step is the one that failed: {err}"

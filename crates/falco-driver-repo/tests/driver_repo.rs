@@ -118,10 +118,10 @@ async fn publish_serve_download(backend: Backend) {
     assert_eq!(legacy.status(), StatusCode::OK);
     assert_eq!(&legacy.bytes().await.unwrap()[..], b"legacy");
 
-    // Idempotent: nothing is written again.
+    // Idempotent for the drivers; the indexes are renewed (serial + 1, new expiry).
     let out = cli_ok(&backend, &["publish", dir, "--signing-key", key]);
     assert!(
-        out.contains("uploaded 0, unchanged 3, replaced 0, indexes written 0"),
+        out.contains("uploaded 0, unchanged 3, replaced 0, indexes written 2"),
         "{out}"
     );
 

@@ -54,7 +54,11 @@ async fn repository(files: &[&str], dir: &std::path::Path) -> (String, std::path
         ..StorageOptions::default()
     })
     .unwrap();
-    falco_driver_repo::publish::publish(&storage, &dir.join("src"), &key, false)
+    let signer = falco_driver_repo::publish::Signer {
+        key: key.clone(),
+        validity: falco_driver_repo::publish::DEFAULT_INDEX_VALIDITY,
+    };
+    falco_driver_repo::publish::publish(&storage, &dir.join("src"), &signer, false)
         .await
         .unwrap();
     let state = Arc::new(AppState::new(storage, None, ServeConfig::default()));

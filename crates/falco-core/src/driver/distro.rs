@@ -9,13 +9,14 @@
 //! `centos-release`, `redhat-release`).
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::Path;
 use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::{DriverError, DriverType, KernelRelease};
+use super::{
+    DriverError, DriverType, HOST_FILE_LIMIT, KernelRelease, host_file_exists, read_host_file,
+};
 
 /// Target id of a host whose distribution could not be determined.
 pub const UNDETERMINED: &str = "undetermined";
@@ -40,24 +41,40 @@ static MINIKUBE_VERSION: LazyLock<Regex> = LazyLock::new(|| re(r"(\d+(\.\d+){2})
 pub struct OsRelease(BTreeMap<String, String>);
 
 impl OsRelease {
-    /// Parses os-release text: `KEY=value` lines, values optionally single or double quoted,
-    /// `#` comments and blank lines ignored.
+    /// Parses os-release text as falcoctl does (it loads the file with the `gopkg.in/ini.v1`
+    /// defaults): `KEY=value` (or `KEY:value`) lines of the unnamed section; lines starting
+    /// with `#` or `;` are comments, and so is everything from the first `#` or `;` in a value
+    /// (`ID=ubuntu # comment` is `ubuntu`); then one pair of surrounding single or double
+    /// quotes is removed; a later key replaces an earlier one; a `[section]` line ends the
+    /// keys that count. Unlike the ini library, a line without a delimiter is skipped instead
+    /// of failing the whole file.
     pub fn parse(text: &str) -> Self {
         let mut map = BTreeMap::new();
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for line in text.lines() {
             let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
+            if line.is_empty() || line.starts_with(['#', ';']) {
                 continue;
             }
-            let Some((key, value)) = line.split_once('=') else {
+            if line.starts_with('[') {
+                break;
+            }
+            let Some(at) = line.find(['=', ':']).filter(|&at| at > 0) else {
                 continue;
             };
-            let value = value.trim();
+            let key = line[..at].trim();
+            let mut value = line[at + 1..].trim();
+            if let Some(comment) = value.find(['#', ';']) {
+                value = value[..comment].trim_end();
+            }
             let value = ['"', '\'']
                 .iter()
-                .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
+                .find_map(|q| {
+                    (value.len() >= 2 && value.starts_with(*q) && value.ends_with(*q))
+                        .then(|| &value[1..value.len() - 1])
+                })
                 .unwrap_or(value);
-            map.insert(key.trim().to_owned(), value.to_owned());
+            map.insert(key.to_owned(), value.to_owned());
         }
         Self(map)
     }
@@ -225,18 +242,21 @@ impl Distro {
                 (kr.clone(), kv.to_owned())
             }
             DistroKind::Debian => {
-                let release = kr.to_string();
-                match (DEBIAN_KV.find(kv), DEBIAN_KR_SUFFIX.find(&release)) {
-                    (Some(real), Some(suffix)) => {
-                        let mut fixed = real.as_str().to_owned();
-                        if !suffix.as_str().starts_with('-') {
-                            fixed.push('-');
-                        }
-                        fixed.push_str(suffix.as_str());
-                        (KernelRelease::parse(&fixed), "1".to_owned())
-                    }
-                    _ => (kr.clone(), generic_kernel_version(kv)),
+                // The running kernel may be a newer build of the ABI named in `uname -r`; the
+                // real release is in `uname -v`. The flavour and arch suffix (`-rt-amd64`,
+                // `-cloud-arm64`, `-amd64`) of the release is kept when there is one; other
+                // flavours (`-686-pae`, `-armmp`) have none, and the release is the real one
+                // alone, as in falcoctl.
+                let Some(real) = DEBIAN_KV.find(kv) else {
+                    return (kr.clone(), generic_kernel_version(kv));
+                };
+                let mut fixed = real.as_str().to_owned();
+                if let Some(c) = DEBIAN_KR_SUFFIX.captures(&kr.full_extraversion) {
+                    fixed.push('-');
+                    fixed.push_str(c.get(1).map_or("", |m| m.as_str()));
+                    fixed.push_str(c.get(2).map_or("", |m| m.as_str()));
                 }
+                (KernelRelease::parse(&fixed), "1".to_owned())
             }
             DistroKind::Flatcar { version_id } => {
                 (KernelRelease::parse(version_id), generic_kernel_version(kv))
@@ -273,7 +293,8 @@ pub fn generic_kernel_version(kv: &str) -> String {
 }
 
 fn minikube_version(host_root: &Path) -> Option<String> {
-    let text = fs::read_to_string(host_root.join("etc/VERSION")).ok()?;
+    let text = read_host_file(host_root, "etc/VERSION", HOST_FILE_LIMIT).ok()?;
+    let text = String::from_utf8_lossy(&text);
     MINIKUBE_VERSION
         .captures(&text)
         .and_then(|c| c.get(1))
@@ -285,9 +306,9 @@ fn minikube_version(host_root: &Path) -> Option<String> {
 /// Returns [`DriverError::UndeterminedTarget`] when neither os-release nor a marker file
 /// identifies it; callers then continue with [`Distro::undetermined`], as falcoctl does.
 pub fn discover(host_root: &Path, kr: &KernelRelease) -> Result<Distro, DriverError> {
-    let os_release_failure = match fs::read_to_string(host_root.join("etc/os-release")) {
+    let os_release_failure = match read_host_file(host_root, "etc/os-release", HOST_FILE_LIMIT) {
         Ok(text) => {
-            let os = OsRelease::parse(&text);
+            let os = OsRelease::parse(&String::from_utf8_lossy(&text));
             match os.get("ID") {
                 Some(id) => {
                     let mut id = id.to_lowercase();
@@ -311,7 +332,7 @@ pub fn discover(host_root: &Path, kr: &KernelRelease) -> Result<Distro, DriverEr
         ("etc/centos-release", "centos"),
         ("etc/redhat-release", "rhel"),
     ] {
-        if !host_root.join(marker).exists() {
+        if !host_file_exists(host_root, marker) {
             continue;
         }
         if let Ok(distro) = Distro::from_os_release(id, &empty, kr, host_root) {
@@ -327,6 +348,7 @@ pub fn discover(host_root: &Path, kr: &KernelRelease) -> Result<Distro, DriverEr
 mod tests {
     use super::*;
     use crate::driver::driver_filename;
+    use std::fs;
 
     struct Host(tempfile::TempDir);
 
@@ -352,7 +374,8 @@ mod tests {
     fn resolve(host: &Host, kr: &str, kv: &str) -> (String, String, String, String) {
         let distro = host.discover(kr).unwrap();
         let (fkr, fkv) = distro.fixup_kernel(&KernelRelease::parse(kr), kv);
-        let file = driver_filename("falco", &distro.target_id, &fkr.to_string(), &fkv, "ko");
+        let file =
+            driver_filename("falco", &distro.target_id, &fkr.to_string(), &fkv, "ko").unwrap();
         (distro.target_id, fkr.to_string(), fkv, file)
     }
 
@@ -494,6 +517,103 @@ mod tests {
             "malformed",
             ("debian", "6.5.3-1~bpo12+1-rt-amd64", "malformed", None),
         );
+    }
+
+    /// falcoctl's Debian fix-up on the flavours without an amd64/arm64 suffix: the real
+    /// release from `uname -v` alone.
+    #[test]
+    fn debian_non_amd64_flavours() {
+        let h = Host::os_release("ID=debian\n");
+        check(
+            &h,
+            "6.1.0-18-686-pae",
+            "#1 SMP PREEMPT_DYNAMIC Debian 6.1.76-1 (2024-02-01)",
+            (
+                "debian",
+                "6.1.76-1",
+                "1",
+                Some("falco_debian_6.1.76-1_1.ko"),
+            ),
+        );
+        check(
+            &h,
+            "6.1.0-18-armmp-lpae",
+            "#1 SMP Debian 6.1.76-1 (2024-02-01)",
+            ("debian", "6.1.76-1", "1", None),
+        );
+        check(
+            &h,
+            "6.1.0-18-cloud-arm64",
+            "#1 SMP Debian 6.1.76-1 (2024-02-01)",
+            ("debian", "6.1.76-1-cloud-arm64", "1", None),
+        );
+        // No real release in `uname -v`: the generic rule.
+        check(
+            &h,
+            "6.1.0-18-686-pae",
+            "#7 SMP",
+            ("debian", "6.1.0-18-686-pae", "7", None),
+        );
+    }
+
+    /// `gopkg.in/ini.v1` with its defaults, as falcoctl loads os-release.
+    #[test]
+    fn os_release_follows_the_ini_library() {
+        let os = OsRelease::parse(concat!(
+            "\u{feff}NAME=\"Ubuntu\"\n",
+            "ID=ubuntu # comment\n",
+            "VERSION_ID=\"22.04\" ; trailing\n",
+            "  ; a comment line\n",
+            "VARIANT_ID:aws\n",
+            "BUILD_ID=a#b\n",
+            "QUOTED=\"x # y\"\n",
+            "ID_LIKE=debian\n",
+            "ID_LIKE=later\n",
+            "=novalue\n",
+            "[section]\n",
+            "BUILD_ID=ignored\n",
+        ));
+        assert_eq!(os.get("NAME"), Some("Ubuntu"));
+        assert_eq!(os.get("ID"), Some("ubuntu"));
+        assert_eq!(os.get("VERSION_ID"), Some("22.04"));
+        assert_eq!(os.get("VARIANT_ID"), Some("aws"));
+        assert_eq!(os.get("BUILD_ID"), Some("a"));
+        // The comment is cut before the quotes are looked at, as the library does.
+        assert_eq!(os.get("QUOTED"), Some("\"x"));
+        assert_eq!(os.get("ID_LIKE"), Some("later"));
+        assert_eq!(os.get(""), None);
+        // Through discovery the target is falcoctl's `ubuntu-generic`, not `ubuntu # comment`.
+        let h = Host::os_release("ID=ubuntu # comment\n");
+        check(
+            &h,
+            "5.0.0",
+            "#26",
+            (
+                "ubuntu-generic",
+                "5.0.0",
+                "26",
+                Some("falco_ubuntu-generic_5.0.0_26.ko"),
+            ),
+        );
+    }
+
+    #[test]
+    fn os_release_is_read_inside_the_host_root_and_bounded() {
+        // An absolute link to the container's own os-release resolves inside the host root.
+        let h = Host::new(&[("usr/lib/os-release", "ID=flatcar\nVERSION_ID=1.2.3\n")]);
+        fs::create_dir_all(h.0.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink("/usr/lib/os-release", h.0.path().join("etc/os-release"))
+            .unwrap();
+        assert_eq!(h.discover("6.1.0").unwrap().target_id, "flatcar");
+        // A link out of the root that does not exist inside it: undetermined.
+        let h = Host::new(&[("etc/debian_version", "12\n")]);
+        fs::remove_file(h.0.path().join("etc/debian_version")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", h.0.path().join("etc/os-release")).unwrap();
+        assert!(h.discover("6.1.0").is_err());
+        // A 50 MB os-release is not read whole: refused with a clear reason.
+        let big = format!("ID=ubuntu\n{}", "#".repeat(HOST_FILE_LIMIT as usize));
+        let err = Host::os_release(&big).discover("6.1.0").unwrap_err();
+        assert!(err.to_string().contains("larger than 65536 bytes"), "{err}");
     }
 
     #[test]

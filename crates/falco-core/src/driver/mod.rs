@@ -14,16 +14,20 @@
 
 pub mod coverage;
 mod distro;
+mod file_name;
+mod hostfs;
 mod kernel;
-mod name;
+mod names;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 pub use distro::{Distro, DistroKind, OsRelease, UNDETERMINED, discover, generic_kernel_version};
+pub use file_name::{DriverFileName, MAX_SEGMENT_LEN, is_repository_segment};
+pub use hostfs::{HOST_FILE_LIMIT, host_file_exists, read_host_file};
 pub use kernel::KernelRelease;
-pub use name::{DriverFileName, MAX_SEGMENT_LEN, is_repository_segment};
+pub use names::{check_dir_segment, check_segment, path_escape, redact_url};
 
 /// Default driver repository of falcoctl.
 pub const DEFAULT_REPO: &str = "https://download.falco.org/driver";
@@ -53,6 +57,18 @@ pub enum DriverError {
     /// An architecture is not one of `x86_64`, `aarch64`.
     #[error("unsupported architecture: {0} (expected x86_64 or aarch64)")]
     UnknownArch(String),
+    /// A value that becomes part of a file name, cache path or URL could leave its directory.
+    #[error(
+        "refusing {field} {value:?}: it contains {what}, which must not be in a driver file name or path"
+    )]
+    UnsafeName {
+        /// Which value (`kernel version`, `target`, `driver version`, …).
+        field: &'static str,
+        /// The value as derived.
+        value: String,
+        /// What is wrong with it (`/`, `..`, `NUL`, …).
+        what: &'static str,
+    },
 }
 
 /// A kind of Falco driver.
@@ -157,20 +173,36 @@ impl FromStr for Arch {
 }
 
 /// `<name>_<target>_<kernelrelease>_<kernelversion>.<ext>` (falcoctl `toFilename`).
+///
+/// Every part is checked with [`check_segment`] first: a value holding `/`, `..` or NUL is
+/// refused with [`DriverError::UnsafeName`] naming it (falcoctl would build the name anyway).
 pub fn driver_filename(
     name: &str,
     target: &str,
     kernel_release: &str,
     kernel_version: &str,
     ext: &str,
-) -> String {
-    format!("{name}_{target}_{kernel_release}_{kernel_version}.{ext}")
+) -> Result<String, DriverError> {
+    check_segment("driver name", name)?;
+    check_segment("target", target)?;
+    check_segment("kernel release", kernel_release)?;
+    check_segment("kernel version", kernel_version)?;
+    check_segment("driver extension", ext)?;
+    Ok(format!(
+        "{name}_{target}_{kernel_release}_{kernel_version}.{ext}"
+    ))
 }
 
-/// `<repo>/<query-escaped version>/<arch>/<file>` (falcoctl `toURL`): only the version is
-/// escaped (`+` becomes `%2B`), the repository is used as given.
+/// `<repo>/<query-escaped version>/<arch>/<path-escaped file>` (falcoctl `toURL`, with the
+/// file name escaped too): the version is escaped as Go's `url.QueryEscape` (`+` becomes
+/// `%2B`), the file name with [`path_escape`] (identical to falcoctl's for real names; a `#`
+/// or `?` can no longer cut the request), the repository is used as given.
 pub fn driver_url(repo: &str, version: &str, arch: Arch, file: &str) -> String {
-    format!("{repo}/{}/{arch}/{file}", query_escape(version))
+    format!(
+        "{repo}/{}/{arch}/{}",
+        query_escape(version),
+        path_escape(file)
+    )
 }
 
 /// The directory of a version and arch in a repository, for `index.json` and friends.
@@ -178,12 +210,21 @@ pub fn repo_dir_url(repo: &str, version: &str, arch: Arch) -> String {
     format!("{repo}/{}/{arch}", query_escape(version))
 }
 
-/// falcoctl's local cache path: `<home>/.falco/<version>/<arch>/<file>`.
-pub fn cache_path(home: &Path, version: &str, arch: Arch, file: &str) -> PathBuf {
-    home.join(".falco")
+/// falcoctl's local cache path: `<home>/.falco/<version>/<arch>/<file>`; the version and the
+/// file name are checked ([`check_dir_segment`]) so the path stays under the cache.
+pub fn cache_path(
+    home: &Path,
+    version: &str,
+    arch: Arch,
+    file: &str,
+) -> Result<PathBuf, DriverError> {
+    check_dir_segment("driver version", version)?;
+    check_dir_segment("driver file name", file)?;
+    Ok(home
+        .join(".falco")
         .join(version)
         .join(arch.as_str())
-        .join(file)
+        .join(file))
 }
 
 /// Go's `url.QueryEscape`: everything but `A-Za-z0-9-_.~` is percent-encoded in uppercase
@@ -219,7 +260,8 @@ mod tests {
             ),
             "https://download.falco.org/driver/8.0.0%2Bdriver/x86_64/falco_ubuntu-generic_5.0.0_26.ko"
         );
-        // The file name is not escaped, as in falcoctl.
+        // Real file names are left as falcoctl leaves them (`~`, `+`), but a `#` or a space
+        // cannot cut the request.
         assert_eq!(
             driver_url(
                 "http://r",
@@ -230,6 +272,15 @@ mod tests {
             "http://r/1/aarch64/falco_debian_6.5.3-1~bpo12+1-rt-arm64_1.ko"
         );
         assert_eq!(
+            driver_url(
+                "http://r",
+                "1",
+                Arch::X86_64,
+                "falco_ubuntu # c_5.0.0_26.ko"
+            ),
+            "http://r/1/x86_64/falco_ubuntu%20%23%20c_5.0.0_26.ko"
+        );
+        assert_eq!(
             repo_dir_url("http://r", "1+d", Arch::X86_64),
             "http://r/1%2Bd/x86_64"
         );
@@ -238,8 +289,61 @@ mod tests {
     #[test]
     fn cache_paths_keep_the_raw_version() {
         assert_eq!(
-            cache_path(Path::new("/root"), "8.0.0+driver", Arch::X86_64, "f.ko"),
+            cache_path(Path::new("/root"), "8.0.0+driver", Arch::X86_64, "f.ko").unwrap(),
             PathBuf::from("/root/.falco/8.0.0+driver/x86_64/f.ko")
+        );
+        for (version, file) in [
+            ("../..", "f.ko"),
+            ("1", "../f.ko"),
+            ("a/b", "f.ko"),
+            ("", "f"),
+        ] {
+            assert!(
+                matches!(
+                    cache_path(Path::new("/root"), version, Arch::X86_64, file),
+                    Err(DriverError::UnsafeName { .. })
+                ),
+                "{version} {file}"
+            );
+        }
+    }
+
+    #[test]
+    fn derived_names_with_traversal_are_refused() {
+        // Ubuntu keeps `uname -v` up to the first space: `#1/../../../../pwn SMP`.
+        let err = driver_filename(
+            "falco",
+            "ubuntu-generic",
+            "5.0.0",
+            "1/../../../../pwn",
+            "ko",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "refusing kernel version \"1/../../../../pwn\": it contains /, which must not be in a driver file name or path"
+        );
+        for (name, target, kr, kv) in [
+            ("fal/co", "t", "5.0.0", "1"),
+            ("falco", "..", "5.0.0", "1"),
+            ("falco", "t", "5.0.0\0", "1"),
+            ("falco", "t", "5..0", "1"),
+        ] {
+            assert!(
+                driver_filename(name, target, kr, kv, "ko").is_err(),
+                "{name} {target} {kr} {kv}"
+            );
+        }
+        assert_eq!(
+            driver_filename(
+                "falco",
+                "ubuntu-aws",
+                "5.0.0-1028-aws-5.0",
+                "26~22.04.1",
+                "ko"
+            )
+            .unwrap(),
+            "falco_ubuntu-aws_5.0.0-1028-aws-5.0_26~22.04.1.ko"
         );
     }
 

@@ -76,13 +76,16 @@ impl DriverFileName {
 impl fmt::Display for DriverFileName {
     /// The file name again: parsing then printing gives the input back.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&super::driver_filename(
+        // `parse` admits only repository segments, which the name checks never refuse.
+        let file = super::driver_filename(
             &self.name,
             &self.target,
             &self.kernelrelease,
             &self.kernelversion,
             self.extension,
-        ))
+        )
+        .map_err(|_| fmt::Error)?;
+        f.write_str(&file)
     }
 }
 
@@ -212,7 +215,8 @@ mod tests {
             )
             .unwrap();
             let (fkr, fkv) = distro.fixup_kernel(&kr, "#1 SMP");
-            let file = crate::driver::driver_filename("falco", id, &fkr.to_string(), &fkv, "ko");
+            let file =
+                crate::driver::driver_filename("falco", id, &fkr.to_string(), &fkv, "ko").unwrap();
             let n = DriverFileName::parse(&file).unwrap();
             assert_eq!(
                 (n.kernelrelease, n.kernelversion),
