@@ -145,7 +145,21 @@ async fn repo_files(
                 let sig = get(client, &sig_url)
                     .await?
                     .ok_or_else(|| fail("verifying an index", format!("{sig_url} is missing")))?;
-                index::verify(&bytes, &String::from_utf8_lossy(&sig), key)
+                // The loader's rules: signed by the key, for this version and arch, not
+                // expired (no serial history here: a report remembers nothing).
+                index::verify(&bytes, &String::from_utf8_lossy(&sig), key).and_then(|index| {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    index
+                        .check_fresh(&index::Freshness {
+                            version: &req.driver_version,
+                            arch: arch.as_str(),
+                            now,
+                            seen: None,
+                        })
+                        .map(|_| index)
+                })
             }
             None => DriverIndex::parse(&bytes),
         };
