@@ -13,6 +13,8 @@
 
 mod distro;
 mod kernel;
+pub mod status;
+pub mod versions;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
