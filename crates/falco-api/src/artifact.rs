@@ -262,6 +262,10 @@ pub struct NodeArtifactsStatus {
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["kind".into(), "name".into()]))]
     pub artifacts: Vec<NodeArtifact>,
+    /// What the driver loader did on this node (Falco instances with `spec.driver` kmod or
+    /// auto), as the loader's status file says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<falco_core::driver::status::DriverStatus>,
 }
 
 /// The state of one artifact on one node.
@@ -433,6 +437,7 @@ mod tests {
                 }],
                 ..NodeArtifact::default()
             }],
+            driver: None,
         });
         r
     }

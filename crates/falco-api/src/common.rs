@@ -29,6 +29,8 @@ pub mod condition {
     pub const RESOLVED_REFS: &str = "ResolvedRefs";
     /// Artifact kinds: the artifact is written where Falco reads it.
     pub const PROGRAMMED: &str = "Programmed";
+    /// Falco with `spec.driver`: every node reporting has its driver loaded.
+    pub const DRIVER_READY: &str = "DriverReady";
 }
 
 /// An artifact stored in an OCI registry.

@@ -32,7 +32,8 @@ pub use common::{
     TlsConfig,
 };
 pub use instance::{
-    Component, ComponentSpec, ComponentType, ComponentTypeSpec, Falco, FalcoSpec, InstanceStatus,
+    Component, ComponentSpec, ComponentType, ComponentTypeSpec, DriverKind, DriverSpec,
+    DriverSummary, FailingKernel, Falco, FalcoSpec, InstanceStatus, KeyRef, KeySelector,
     WorkloadType,
 };
 

@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "PROBE_ADDR", default_value = "0.0.0.0:8081")]
     pub probe_addr: SocketAddr,
+    /// The driver loader's status file, reported in this node's NodeArtifacts record (set by
+    /// the instance operator for Falco with spec.driver kmod or auto)
+    #[arg(long, env = "DRIVER_STATUS_FILE", value_name = "FILE")]
+    pub driver_status_file: Option<PathBuf>,
 }
 
 /// `pull`.

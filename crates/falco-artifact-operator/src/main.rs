@@ -48,6 +48,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         registry,
         signatures,
         probe_addr,
+        driver_status_file,
     } = args;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -97,6 +98,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         require_signatures: signatures.require_signatures,
         retry: RetryPolicy::default(),
         limits: Limits::default(),
+        driver_status_file,
     };
     let client = kube::Client::try_default()
         .await

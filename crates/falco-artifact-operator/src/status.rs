@@ -160,6 +160,14 @@ impl Reporter {
         }
     }
 
+    /// The artifact entries last written (none before the first write).
+    pub fn last_artifacts(&self) -> Vec<NodeArtifact> {
+        self.last
+            .as_ref()
+            .map(|s| s.artifacts.clone())
+            .unwrap_or_default()
+    }
+
     /// Ensures the record exists for the Node with `node_uid`, then writes `status` if it
     /// differs from what was last written. Returns whether anything was written.
     pub async fn report(&mut self, node_uid: &str, status: &NodeArtifactsStatus) -> Result<bool> {

@@ -75,6 +75,45 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// Size limits.
     pub limits: Limits,
+    /// The driver loader's status file (Falco with `spec.driver` kmod or auto), carried into
+    /// this node's record.
+    pub driver_status_file: Option<std::path::PathBuf>,
+}
+
+/// How often the driver status file is checked for a change (a `stat`; read only when its
+/// size or modification time moved).
+const DRIVER_STATUS_POLL: Duration = Duration::from_secs(2);
+
+/// The loader's status file, read and parsed; `None` when absent or not a status (a file
+/// being replaced is renamed into place, so a half-written one is never seen).
+fn read_driver_status(path: &std::path::Path) -> Option<falco_core::driver::status::DriverStatus> {
+    let bytes = std::fs::read(path).ok()?;
+    let status = falco_core::driver::status::DriverStatus::parse(&bytes);
+    if status.is_none() {
+        tracing::warn!(path = %path.display(), "the driver status file is not a driver status; ignored");
+    }
+    status
+}
+
+/// Wakes the sync loop when the status file changes (it is written by the loader, which runs
+/// after this sidecar has started, and again on every retry of a failing loader).
+fn watch_driver_status(path: std::path::PathBuf, notify: Arc<Notify>) {
+    tokio::spawn(async move {
+        let stamp = |p: &std::path::Path| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.len(), m.modified().ok()))
+        };
+        let mut last = stamp(&path);
+        loop {
+            tokio::time::sleep(DRIVER_STATUS_POLL).await;
+            let now = stamp(&path);
+            if now != last {
+                last = now;
+                notify.notify_one();
+            }
+        }
+    });
 }
 
 /// What a pass reads: the two watch caches and the objects the index names.
@@ -161,6 +200,9 @@ pub async fn run(
         },
         objects: Objects::default(),
     };
+    if let Some(path) = &settings.driver_status_file {
+        watch_driver_status(path.clone(), notify.clone());
+    }
     let store = store::Store::open(settings.dirs.clone())?;
     let reporter = Reporter::new(Api::namespaced(client.clone(), &ns), &settings.node_name);
     let mut controller = Controller {
@@ -217,10 +259,41 @@ fn jitter(seed: &str) -> f64 {
 }
 
 impl Controller {
+    /// Writes the driver report while there is no artifact index (the artifact entries last
+    /// written, none at first, stay as they are).
+    async fn report_driver_only(
+        &mut self,
+        caches: &Caches,
+        driver: Option<falco_core::driver::status::DriverStatus>,
+    ) -> Option<Duration> {
+        let uid = caches
+            .nodes
+            .state()
+            .into_iter()
+            .find(|n| n.name_any() == self.settings.node_name)
+            .and_then(|n| n.metadata.uid.clone())?;
+        let status = NodeArtifactsStatus {
+            artifacts: self.reporter.last_artifacts(),
+            driver,
+        };
+        match self.reporter.report(&uid, &status).await {
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "writing this node's NodeArtifacts record");
+                Some(STATUS_RETRY)
+            }
+        }
+    }
+
     /// One sync pass; returns when the next one is due without any event.
     async fn pass(&mut self, caches: &mut Caches) -> Option<Duration> {
         self.metrics.passes.inc();
         let ns = self.settings.namespace.clone();
+        let driver = self
+            .settings
+            .driver_status_file
+            .as_deref()
+            .and_then(read_driver_status);
         let Some(index) = caches
             .index
             .get(&ObjectRef::new(INDEX_CONFIG_MAP).within(&ns))
@@ -232,6 +305,10 @@ impl Controller {
             })
         else {
             tracing::warn!(namespace = %ns, "no artifact index ({INDEX_CONFIG_MAP}) in the namespace yet: nothing to deliver, files kept");
+            // The driver report does not wait for artifacts: a namespace may have none.
+            if driver.is_some() {
+                return self.report_driver_only(caches, driver).await;
+            }
             return None;
         };
         let refresh = caches.objects.refresh(&self.client, &ns, &index).await;
@@ -333,7 +410,10 @@ impl Controller {
             tracing::error!(error = %e, "writing the plugins configuration");
         }
 
-        let status = NodeArtifactsStatus { artifacts: entries };
+        let status = NodeArtifactsStatus {
+            artifacts: entries,
+            driver,
+        };
         match node_uid {
             None => {
                 tracing::warn!(node = %self.settings.node_name, "Node not found: artifacts without selector are delivered, no status record is written")

@@ -1070,3 +1070,156 @@ async fn kill_during_a_plugin_write_keeps_a_whole_file() {
         .count();
     assert_eq!(debris, 0);
 }
+
+/// Item 3 end to end: two simulated nodes (sidecar processes) read their loader's status file
+/// and carry it into their records; the instance operator aggregates them into the Falco
+/// status. One node loaded its driver, the other failed: `DriverReady=False` names the kernel.
+/// Then the failing node's loader succeeds on a retry (the file changes while the sidecar runs)
+/// and the condition turns True. No artifact exists in the namespace: the report does not wait
+/// for one.
+#[tokio::test]
+async fn driver_reports_reach_the_falco_status() {
+    use falco_core::driver::status::{DriverOrigin, DriverStatus, Verification, reason};
+    let cluster = Cluster::new("driver").await;
+    let a = cluster.node("a", &[]).await;
+    let b = cluster.node("b", &[]).await;
+    let falco: falco_api::Falco = cluster
+        .apply(json!({
+            "apiVersion": "instance.falcosecurity.dev/v1alpha1", "kind": "Falco",
+            "metadata": {"name": "falco"},
+            "spec": {"driver": {"kind": "kmod"}},
+        }))
+        .await;
+    assert!(falco.spec.driver.is_some());
+    let loaded = DriverStatus {
+        kind: "kmod".into(),
+        version: Some("10.2.0+driver".into()),
+        target: Some("debian".into()),
+        kernel_release: Some("6.1.0-47-amd64".into()),
+        kernel_version: Some("1".into()),
+        file: Some("falco_debian_6.1.0-47-amd64_1.ko".into()),
+        origin: Some(DriverOrigin::Downloaded),
+        repository: Some("https://drivers.example/driver".into()),
+        sha256: Some("ab".repeat(32)),
+        verification: Verification::Signature,
+        loaded: true,
+        ..DriverStatus::default()
+    };
+    let failed = DriverStatus {
+        kernel_release: Some("4.14.355-275.570.amzn2.x86_64".into()),
+        target: Some("amazonlinux2".into()),
+        file: Some("falco_amazonlinux2_4.14.355-275.570.amzn2.x86_64_1.ko".into()),
+        ..loaded.clone()
+    }
+    .with_error(
+        reason::NOT_FOUND,
+        "unable to find a prebuilt driver falco_amazonlinux2_4.14.355-275.570.amzn2.x86_64_1.ko in any repository",
+    );
+    let write = |dir: &Path, status: &DriverStatus| {
+        std::fs::create_dir_all(dir).unwrap();
+        // As the loader does: a complete file renamed into place.
+        let tmp = dir.join(".status.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(status).unwrap()).unwrap();
+        std::fs::rename(&tmp, dir.join("status.json")).unwrap();
+    };
+    let (root_a, root_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write(&root_a.path().join("driver"), &loaded);
+    write(&root_b.path().join("driver"), &failed);
+    let file_a = root_a.path().join("driver/status.json");
+    let file_b = root_b.path().join("driver/status.json");
+    let status_b = file_b.to_str().unwrap().to_owned();
+    let mut sa = Sidecar::start_in(
+        root_a,
+        &cluster.ns,
+        &a,
+        &["--driver-status-file", file_a.to_str().unwrap()],
+    );
+    let mut sb = Sidecar::start_in(
+        root_b,
+        &cluster.ns,
+        &b,
+        &["--driver-status-file", &status_b],
+    );
+    sa.wait_ready().await;
+    sb.wait_ready().await;
+
+    // Each record carries its node's report as the loader wrote it.
+    let (ra, rb) = wait_for("both records carry a driver report", || async {
+        let ra = cluster.record(&a).await?.status?.driver?;
+        let rb = cluster.record(&b).await?.status?.driver?;
+        Some((ra, rb))
+    })
+    .await;
+    assert_eq!(ra, loaded);
+    assert_eq!(rb, failed);
+
+    let falcos: Api<falco_api::Falco> = cluster.api();
+    let driver_ready = |f: &falco_api::Falco| {
+        f.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "DriverReady")
+            .cloned()
+    };
+    let condition = wait_for("DriverReady=False", || async {
+        let f = falcos.get("falco").await.ok()?;
+        driver_ready(&f).filter(|c| c.status == "False")
+    })
+    .await;
+    assert_eq!(condition.reason, "DriverNotFound");
+    assert!(
+        condition
+            .message
+            .starts_with("1 of 2 nodes have no driver: amazonlinux2 4.14.355-275.570.amzn2.x86_64 (DriverNotFound, 1 node)"),
+        "{}",
+        condition.message
+    );
+    let summary = falcos
+        .get("falco")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .driver
+        .expect("status.driver");
+    assert_eq!(
+        (
+            summary.nodes,
+            summary.loaded,
+            summary.downloaded,
+            summary.compiled,
+            summary.failed
+        ),
+        (2, 1, 1, 0, 1)
+    );
+    assert_eq!(summary.failing_kernels.len(), 1);
+    assert_eq!(
+        summary.failing_kernels[0].kernel_release,
+        "4.14.355-275.570.amzn2.x86_64"
+    );
+    assert_eq!(summary.failing_kernels[0].nodes, 1);
+
+    // The failing node's loader is retried by kubelet and compiles the driver this time.
+    let compiled = DriverStatus {
+        origin: Some(DriverOrigin::Compiled),
+        repository: Some("compiled".into()),
+        verification: Verification::None,
+        loaded: true,
+        reason: None,
+        error: None,
+        ..failed.clone()
+    };
+    write(file_b.parent().unwrap(), &compiled);
+    let condition = wait_for("DriverReady=True", || async {
+        let f = falcos.get("falco").await.ok()?;
+        driver_ready(&f).filter(|c| c.status == "True")
+    })
+    .await;
+    assert_eq!(condition.reason, "DriverLoaded");
+    assert_eq!(
+        condition.message,
+        "2 of 2 nodes have their driver (1 downloaded, 1 compiled)."
+    );
+    drop((sa, sb));
+}

@@ -33,6 +33,7 @@ pub async fn run(cli: Cli, out: &mut dyn std::io::Write) -> Result<()> {
         .driver
         .resolve(&env, &file, Path::new(DEFAULT_SRC_ROOT))?;
     let config_path = cli.driver.config.clone();
+    let status_file = cli.driver.status_file.clone();
     match cli.command {
         Command::Printenv => {
             let resolved = resolve(settings, &KernelFacts::running()?)?;
@@ -50,10 +51,17 @@ pub async fn run(cli: Cli, out: &mut dyn std::io::Write) -> Result<()> {
             configure(&resolved, &config_path, &args)
         }
         Command::Install(args) => {
-            let resolved = resolve(settings, &KernelFacts::running()?)?;
-            let opts = install_options(args.download, args.compile, &args.http, &args.verify)?;
-            report(install(&resolved, &opts, runner.as_ref()).await?);
-            Ok(())
+            let resolved = match KernelFacts::running().and_then(|facts| resolve(settings, &facts))
+            {
+                Ok(resolved) => resolved,
+                Err(e) => return recorded(status_file.as_deref(), None, Err(e)),
+            };
+            let outcome =
+                match install_options(args.download, args.compile, &args.http, &args.verify) {
+                    Ok(opts) => install(&resolved, &opts, runner.as_ref()).await,
+                    Err(e) => Err(e),
+                };
+            recorded(status_file.as_deref(), Some(&resolved), outcome)
         }
         Command::Auto(ep) | Command::Kmod(ep) | Command::ModernEbpf(ep) if ep.clean => {
             kmod::cleanup(runner.as_ref(), &settings.name, &KmodOptions::default())
@@ -66,7 +74,15 @@ pub async fn run(cli: Cli, out: &mut dyn std::io::Write) -> Result<()> {
                 _ => unreachable!("matched above"),
             };
             settings.types = types;
-            entrypoint(settings, ep, &config_path, runner.as_ref(), out).await
+            entrypoint(
+                settings,
+                ep,
+                &config_path,
+                status_file.as_deref(),
+                runner.as_ref(),
+                out,
+            )
+            .await
         }
     }
 }
@@ -76,6 +92,7 @@ async fn entrypoint(
     mut settings: DriverSettings,
     ep: &EntrypointArgs,
     config_path: &Path,
+    status_file: Option<&Path>,
     runner: &dyn CommandRunner,
     out: &mut dyn std::io::Write,
 ) -> Result<()> {
@@ -85,18 +102,39 @@ async fn entrypoint(
     if let Some(kv) = &ep.kernel_version {
         settings.kernel_version = Some(kv.clone());
     }
-    let resolved = resolve(settings, &KernelFacts::running()?)?;
+    let resolved = match KernelFacts::running().and_then(|facts| resolve(settings, &facts)) {
+        Ok(resolved) => resolved,
+        Err(e) if ep.print_env => return Err(e),
+        Err(e) => return recorded(status_file, None, Err(e)),
+    };
     if ep.print_env {
         return write_out(out, &printenv::render(&resolved)?);
     }
-    configure(&resolved, config_path, &ep.config)?;
     let (download, compile) = if ep.download || ep.compile {
         (ep.download, ep.compile)
     } else {
         (true, true)
     };
-    let opts = install_options(download, compile, &ep.http, &ep.verify)?;
-    report(install(&resolved, &opts, runner).await?);
+    let outcome = match configure(&resolved, config_path, &ep.config)
+        .and_then(|()| install_options(download, compile, &ep.http, &ep.verify))
+    {
+        Ok(opts) => install(&resolved, &opts, runner).await,
+        Err(e) => Err(e),
+    };
+    recorded(status_file, Some(&resolved), outcome)
+}
+
+/// Logs the outcome, writes the status file (`--status-file`) either way, and returns the
+/// error, if any.
+fn recorded(
+    status_file: Option<&Path>,
+    resolved: Option<&Resolved>,
+    outcome: Result<Outcome>,
+) -> Result<()> {
+    if let Some(path) = status_file {
+        crate::status::write(path, &crate::status::build(resolved, &outcome));
+    }
+    report(outcome?);
     Ok(())
 }
 

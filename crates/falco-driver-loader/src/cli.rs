@@ -12,6 +12,13 @@
 //! clap's `env`; the list variables `FALCOCTL_DRIVER_TYPE` and `FALCOCTL_DRIVER_REPOS` are
 //! split on `;` (and `,`) by [`DriverArgs::resolve`], and `HOST_ROOT` backs up
 //! `FALCOCTL_DRIVER_HOSTROOT`.
+//!
+//! Repositories: `--repo` > `FALCOCTL_DRIVER_REPOS` > `DRIVERS_REPO` > the config file's
+//! `driver.repos` > `https://download.falco.org/driver`, in both forms. `DRIVERS_REPO` is the
+//! knob of the shell `falco-driver-loader` (Falco ≤ 0.36) and of the driver-storage proposal
+//! (`docker run -e DRIVERS_REPO=…`, a container's `env`); falcoctl ignores it. It is honoured
+//! as a fallback so those setups keep working, below `FALCOCTL_DRIVER_REPOS`, the name current
+//! falcoctl reads, so that a deployment setting both gets what falcoctl would do.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -98,6 +105,14 @@ pub struct DriverArgs {
     /// Log host commands (rmmod, insmod, dkms, …) instead of running them
     #[arg(long, global = true, env = "FALCO_DRIVER_DRY_RUN")]
     pub dry_run: bool,
+    /// Write what install did (driver, kernel, source, sha256, verification, error) as JSON to this file
+    #[arg(
+        long,
+        global = true,
+        env = "FALCO_DRIVER_STATUS_FILE",
+        value_name = "FILE"
+    )]
+    pub status_file: Option<PathBuf>,
 }
 
 /// Logging flags.
@@ -308,6 +323,8 @@ impl DriverArgs {
         let repos = if !self.repos.is_empty() {
             self.repos.clone()
         } else if let Some(v) = env("FALCOCTL_DRIVER_REPOS").filter(|v| !v.is_empty()) {
+            split_list(&v)
+        } else if let Some(v) = env("DRIVERS_REPO").filter(|v| !v.trim().is_empty()) {
             split_list(&v)
         } else if !file.repos.is_empty() {
             file.repos.clone()
@@ -548,6 +565,41 @@ mod tests {
         assert_eq!(s.types, [DriverType::ModernEbpf, DriverType::Kmod]);
         assert_eq!(s.repos, [DEFAULT_REPO]);
         assert_eq!(s.name, "falco");
+    }
+
+    #[test]
+    fn drivers_repo_sits_between_falcoctl_repos_and_the_config_file() {
+        let file = FileDriverConfig {
+            repos: vec!["https://file".into()],
+            version: Some("1.0.0".into()),
+            ..FileDriverConfig::default()
+        };
+        let seed = [("DRIVERS_REPO", "https://seed.example/driver")];
+        let both = [
+            ("DRIVERS_REPO", "https://seed.example/driver"),
+            ("FALCOCTL_DRIVER_REPOS", "https://falcoctl.example/driver"),
+        ];
+        for form in [&["x", "printenv"][..], &["x", "kmod"][..]] {
+            let s = resolve(form, &seed, file.clone()).unwrap();
+            assert_eq!(s.repos, ["https://seed.example/driver"], "{form:?}");
+            let s = resolve(form, &both, file.clone()).unwrap();
+            assert_eq!(s.repos, ["https://falcoctl.example/driver"], "{form:?}");
+            let with_flag = [form, &["--repo", "https://flag.example"][..]].concat();
+            let s = resolve(&with_flag, &both, file.clone()).unwrap();
+            assert_eq!(s.repos, ["https://flag.example"], "{form:?}");
+            let s = resolve(form, &[], file.clone()).unwrap();
+            assert_eq!(s.repos, ["https://file"], "{form:?}");
+        }
+        // The shell loader took a comma-separated list.
+        let s = resolve(
+            &["x", "printenv"],
+            &[("DRIVERS_REPO", "https://a.example, https://b.example")],
+            file.clone(),
+        )
+        .unwrap();
+        assert_eq!(s.repos, ["https://a.example", "https://b.example"]);
+        let err = resolve(&["x", "printenv"], &[("DRIVERS_REPO", "ftp://x")], file).unwrap_err();
+        assert!(err.to_string().starts_with("invalid repo"), "{err}");
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub mod install;
 pub mod kmod;
 pub mod printenv;
 pub mod resolve;
+pub mod status;
 pub mod verify;
 
 use std::path::PathBuf;

@@ -427,3 +427,79 @@ async fn printenv_redacts_repository_credentials() {
         "{out}"
     );
 }
+
+/// `docker run -e DRIVERS_REPO=… falco-driver-loader kmod --status-file …`: the seed's knob
+/// selects the repository in the entrypoint form, and the status file says what happened, on
+/// success (downloaded from that repository, sha256, loaded) and on failure (a reason and the
+/// error), with a non-zero exit only for the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drivers_repo_and_the_status_file_in_the_entrypoint_form() {
+    use falco_core::driver::status::{DriverOrigin, DriverStatus};
+    let repo = Repo::start().await;
+    let body = driver_bytes(10_000);
+    repo.serve_driver("/seed", &body);
+    let sb = Sandbox::new();
+    let status_path = sb.dir.path().join("run/status.json");
+    let loader = |drivers_repo: String, extra: &[&str]| {
+        let mut cmd = bin();
+        cmd.env("HOME", sb.home())
+            .env("HOST_ROOT", sb.host_root())
+            .env("DRIVERS_REPO", drivers_repo)
+            .env("FALCOCTL_DRIVER_VERSION", VERSION)
+            .args(["--dry-run", "--arch", "x86_64", "--config"])
+            .arg(sb.dir.path().join("falcoctl.yaml"))
+            .args([
+                "kmod",
+                "--download",
+                "--kernel-release",
+                KR,
+                "--kernel-version",
+                KV,
+            ])
+            .arg("--falco-config-dir")
+            .arg(sb.dir.path().join("etc-falco"))
+            .arg("--status-file")
+            .arg(&status_path)
+            .args(extra);
+        cmd
+    };
+    let (ok, _, err) = run(loader(repo.url("/seed"), &[])).await;
+    assert!(ok, "{err}");
+    let status = DriverStatus::parse(&std::fs::read(&status_path).unwrap()).expect("status");
+    assert!(status.loaded, "{status:?}");
+    assert_eq!(status.kind, "kmod");
+    assert_eq!(status.origin, Some(DriverOrigin::Downloaded));
+    assert_eq!(
+        status.repository.as_deref(),
+        Some(repo.url("/seed").as_str())
+    );
+    assert_eq!(status.kernel_release.as_deref(), Some(KR));
+    assert_eq!(status.target.as_deref(), Some("ubuntu-aws"));
+    assert_eq!(
+        status.sha256.as_deref(),
+        Some(falco_core::index::sha256_hex(&body).as_str())
+    );
+    assert_installed(&sb.cached(), &body);
+
+    // A fresh cache, --require-verified and a repository without checksums (nor the driver):
+    // the failure is reported with its reason.
+    std::fs::remove_dir_all(sb.home().join(".falco")).unwrap();
+    let (ok, _, err) = run(loader(repo.url("/empty"), &["--require-verified"])).await;
+    assert!(!ok, "{err}");
+    let status = DriverStatus::parse(&std::fs::read(&status_path).unwrap()).expect("status");
+    assert!(!status.loaded);
+    assert_eq!(
+        status.reason.as_deref(),
+        Some("DriverUnverified"),
+        "{status:?}"
+    );
+    assert!(
+        status
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("refused because --require-verified is set"),
+        "{status:?}"
+    );
+    assert_eq!(status.kernel_release.as_deref(), Some(KR));
+}

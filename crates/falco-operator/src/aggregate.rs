@@ -12,17 +12,18 @@
 //! Records of deleted nodes are garbage-collected with their `Node` (owner reference), and the
 //! next aggregation drops them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use falco_api::artifact::aggregate_conditions;
-use falco_api::{ArtifactStatus, Config, NodeArtifacts, Plugin, Rulesfile};
+use falco_api::{ArtifactStatus, Config, Falco, NodeArtifacts, Plugin, Rulesfile};
+use falco_core::driver::status::DriverStatus;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -30,8 +31,58 @@ use tokio::sync::Notify;
 
 use crate::artifact_index::{self, ConfigMapVersions};
 use crate::cache::Caches;
+use crate::driver_status::DriverReports;
 use crate::metrics::Metrics;
 use crate::run::api;
+
+/// Where the nodes' driver reports go: the shared reports the Falco reconciler reads, and a
+/// trigger for the Falco instances of a namespace whose reports changed.
+pub struct DriverFeed {
+    /// The reports, per namespace.
+    pub reports: DriverReports,
+    /// The Falco cache (which instances of a namespace run a driver loader).
+    pub falcos: Store<Falco>,
+    /// The Falco controller's trigger.
+    pub trigger: futures::channel::mpsc::UnboundedSender<ObjectRef<Falco>>,
+}
+
+impl DriverFeed {
+    /// Takes the driver reports out of `records` and reconciles the Falco instances of every
+    /// namespace whose reports changed (only those with a driver loader).
+    fn update(&self, records: &BTreeMap<String, Vec<NodeArtifacts>>) {
+        let next: HashMap<String, BTreeMap<String, DriverStatus>> = records
+            .iter()
+            .map(|(ns, records)| {
+                let reports: BTreeMap<String, DriverStatus> = records
+                    .iter()
+                    .filter_map(|r| {
+                        let driver = r.status.as_ref()?.driver.clone()?;
+                        Some((r.spec.node_name.clone(), driver))
+                    })
+                    .collect();
+                (ns.clone(), reports)
+            })
+            .filter(|(_, reports)| !reports.is_empty())
+            .collect();
+        let changed = self.reports.replace(next);
+        if changed.is_empty() {
+            return;
+        }
+        for falco in self.falcos.state() {
+            let ns = falco.namespace().unwrap_or_default();
+            let loads = falco
+                .spec
+                .driver
+                .as_ref()
+                .is_some_and(|d| d.kind.needs_loader());
+            if loads && changed.contains(&ns) {
+                let _ = self
+                    .trigger
+                    .unbounded_send(ObjectRef::new(&falco.name_any()).within(&ns));
+            }
+        }
+    }
+}
 
 /// Field manager of the aggregated status writes.
 pub const FIELD_MANAGER: &str = "falco-operator-artifact-status";
@@ -181,13 +232,16 @@ async fn sync_kind<K: Artifact>(
 /// artifact kinds in `ns` (or all namespaces), and after every burst of changes (debounced by
 /// `debounce`) writes the statuses that differ.
 ///
-/// The same loop keeps the artifact index of every namespace ([`crate::artifact_index`]).
+/// The same loop keeps the artifact index of every namespace ([`crate::artifact_index`]) and
+/// hands the nodes' driver reports to the Falco reconciler ([`DriverFeed`],
+/// [`crate::driver_status`]).
 pub async fn run(
     client: Client,
     ns: Option<String>,
     caches: Caches,
     metrics: Arc<Metrics>,
     debounce: Duration,
+    drivers: DriverFeed,
 ) {
     let ns = ns.as_deref();
     let changed = Arc::new(Notify::new());
@@ -225,6 +279,7 @@ pub async fn run(
                     records.entry(ns).or_default().push((*record).clone());
                 }
             }
+            drivers.update(&records);
             let started = std::time::Instant::now();
             let results = [
                 sync_kind(&client, &rulesfiles, &records).await,

@@ -89,6 +89,10 @@ pub struct RunArgs {
     /// Image of the artifact-operator sidecar in Falco pods.
     #[arg(long, env = "ARTIFACT_OPERATOR_IMAGE", default_value = crate::DEFAULT_ARTIFACT_OPERATOR_IMAGE)]
     pub artifact_operator_image: String,
+    /// Image of the driver loader in Falco pods with `spec.driver` kmod or auto, when the CR
+    /// names none.
+    #[arg(long, env = "DRIVER_LOADER_IMAGE", default_value = crate::DEFAULT_DRIVER_LOADER_IMAGE)]
+    pub driver_loader_image: String,
     /// Reconcile every CR this often, in seconds, as a safety net (sends nothing when nothing changed).
     #[arg(long, env = "RESYNC_INTERVAL_SECONDS", default_value_t = 600)]
     pub resync_interval_seconds: u64,

@@ -141,6 +141,7 @@ pub mod children;
 pub mod cli;
 pub mod component;
 pub mod coverage;
+pub mod driver_status;
 pub mod events;
 pub mod falco;
 pub mod labels;
@@ -169,12 +170,21 @@ pub const DEFAULT_ARTIFACT_OPERATOR_IMAGE: &str = concat!(
 );
 /// Environment variable of the operator that overrides the sidecar image.
 pub const ARTIFACT_OPERATOR_IMAGE_ENV: &str = "ARTIFACT_OPERATOR_IMAGE";
+/// The default image of the driver loader (Falco with `spec.driver` kmod or auto): this
+/// project's published image, tagged with this operator's version.
+pub const DEFAULT_DRIVER_LOADER_IMAGE: &str = concat!(
+    "ghcr.io/falcosecurity-rs/falco-driver-loader:",
+    env!("CARGO_PKG_VERSION")
+);
 
 /// Settings of the operator process that shape every child object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OperatorConfig {
     /// Image of the artifact-operator sidecar (`ARTIFACT_OPERATOR_IMAGE`).
     pub artifact_operator_image: String,
+    /// Image of the driver loader when `spec.driver.loaderImage` is absent
+    /// (`DRIVER_LOADER_IMAGE`).
+    pub driver_loader_image: String,
     /// Label-key glob patterns (`*` matches any run of characters, `/` included); CR labels whose
     /// key matches one are not copied onto children (`--excluded-labels`).
     pub excluded_labels: Vec<String>,
@@ -184,6 +194,7 @@ impl Default for OperatorConfig {
     fn default() -> Self {
         Self {
             artifact_operator_image: DEFAULT_ARTIFACT_OPERATOR_IMAGE.to_owned(),
+            driver_loader_image: DEFAULT_DRIVER_LOADER_IMAGE.to_owned(),
             excluded_labels: Vec::new(),
         }
     }
@@ -217,6 +228,29 @@ pub enum Error {
     ConfigNotAMapping {
         /// The JSON type found instead.
         found: &'static str,
+    },
+    /// validate: `spec.driver.kind` is `ebpf`, the legacy probe Falco 0.44 removed.
+    #[error(
+        "spec.driver.kind ebpf: the legacy eBPF probe was removed in Falco 0.44 and falcoctl 0.13; use modern_ebpf or kmod"
+    )]
+    LegacyEbpf,
+    /// validate: a driver loader for a Deployment (which runs Falco without a driver).
+    #[error(
+        "spec.driver.kind {kind} needs a DaemonSet: a Deployment runs Falco with the nodriver engine (remove spec.driver or set spec.type: DaemonSet)"
+    )]
+    DriverNeedsDaemonSet {
+        /// The kind asked for.
+        kind: &'static str,
+    },
+    /// validate: no `spec.driver.version` and the Falco version is not in the table.
+    #[error(
+        "no driver version is known for Falco {falco}; set spec.driver.version to the driver version that Falco release was built with (known Falco versions: {known})"
+    )]
+    DriverVersionUnknown {
+        /// The Falco version in use.
+        falco: String,
+        /// The newest versions the table knows.
+        known: String,
     },
     /// build: rendering `falco.yaml` failed.
     #[error("rendering falco.yaml")]
@@ -268,12 +302,25 @@ pub enum Error {
 }
 
 impl Error {
+    /// The `DriverReady=False` reason of a driver setting the operator refuses, if this is one.
+    pub fn driver_reason(&self) -> Option<&'static str> {
+        match self {
+            Self::LegacyEbpf => Some("LegacyEbpfRemoved"),
+            Self::DriverNeedsDaemonSet { .. } => Some("DriverNeedsDaemonSet"),
+            Self::DriverVersionUnknown { .. } => Some("DriverVersionUnknown"),
+            _ => None,
+        }
+    }
+
     /// A closed set of names for metric labels and Event reasons (never built from `Debug`).
     pub fn category(&self) -> &'static str {
         match self {
             Self::MissingMetadata { .. }
             | Self::NameTooLong { .. }
-            | Self::ConfigNotAMapping { .. } => "invalid_spec",
+            | Self::ConfigNotAMapping { .. }
+            | Self::LegacyEbpf
+            | Self::DriverNeedsDaemonSet { .. }
+            | Self::DriverVersionUnknown { .. } => "invalid_spec",
             Self::RenderConfig(_) | Self::MergePodTemplate(_) | Self::Serialize(_) => "build",
             Self::Apply { .. } => "apply",
             Self::Delete { .. } => "delete",

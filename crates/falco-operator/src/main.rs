@@ -80,6 +80,7 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         namespace,
         excluded_labels,
         artifact_operator_image,
+        driver_loader_image,
         resync_interval_seconds,
         concurrency,
         admin,
@@ -133,6 +134,7 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     let config = RunConfig {
         operator: OperatorConfig {
             artifact_operator_image,
+            driver_loader_image,
             excluded_labels,
         },
         // The ledger of protected references lives beside the Lease: the operator's namespace.

@@ -37,6 +37,7 @@ use crate::apply::{Applier, Outcome};
 use crate::availability::{Availability, Observed};
 use crate::cache::Caches;
 use crate::children::{ChildKind, Desired};
+use crate::driver_status::{DriverReports, DriverState};
 use crate::metrics::Metrics;
 use crate::references::{self, Reference, References};
 use crate::status::{self, Reconciled};
@@ -71,6 +72,10 @@ pub trait Instance:
     fn status(&self) -> Option<&InstanceStatus>;
     /// ConfigMaps and Secrets this CR references.
     fn references(&self) -> std::collections::BTreeSet<Reference>;
+    /// `DriverReady` and `status.driver`, from the nodes' reports in its namespace.
+    fn driver(&self, _reports: &DriverReports) -> DriverState {
+        DriverState::NotApplicable
+    }
 }
 
 impl Instance for Falco {
@@ -95,6 +100,21 @@ impl Instance for Falco {
     }
     fn references(&self) -> std::collections::BTreeSet<Reference> {
         references::of_falco(self)
+    }
+    fn driver(&self, reports: &DriverReports) -> DriverState {
+        match crate::falco::driver_plan(self) {
+            Ok(None) => DriverState::NotApplicable,
+            Ok(Some(_)) => {
+                DriverState::Reported(reports.summary(&self.namespace().unwrap_or_default()))
+            }
+            Err(error) => match error.driver_reason() {
+                Some(reason) => DriverState::Refused {
+                    reason,
+                    message: error.to_string(),
+                },
+                None => DriverState::NotApplicable,
+            },
+        }
     }
 }
 
@@ -149,6 +169,8 @@ pub struct Context {
     pub component_events: Publisher,
     /// Consecutive failures per object, for the backoff.
     pub failures: Mutex<HashMap<(String, String, String), u32>>,
+    /// The nodes' driver reports, per namespace (kept by [`crate::aggregate`]).
+    pub driver_reports: DriverReports,
 }
 
 impl Context {
@@ -299,6 +321,7 @@ async fn apply<I: Instance>(obj: &I, ctx: &Context) -> Result<Action> {
         resource_type: workload.as_str(),
         version,
         now: Time(k8s_openapi::jiff::Timestamp::now()),
+        driver: obj.driver(&ctx.driver_reports),
     });
     if previous != Some(&next) {
         let api: Api<I> = Api::namespaced(ctx.client.clone(), &ns);

@@ -12,6 +12,7 @@
 //! | Plugin | — | `spec.ociArtifact.registry.auth.secretRef` |
 //! | Config | `spec.configMapRef` | — |
 //! | Falco, Component | `podTemplateSpec`: `configMap` and projected volumes, `envFrom`, `env[].valueFrom` | the same for Secrets, plus `imagePullSecrets` |
+//! | Falco | `spec.driver.trustedKey.configMapKeyRef` | `spec.driver.trustedKey.secretKeyRef` |
 //!
 //! # How, and where this is better than upstream
 //!
@@ -263,10 +264,19 @@ fn pod_spec_refs(ns: &str, spec: &PodSpec, out: &mut BTreeSet<Reference>) {
 
 /// References of a Falco.
 pub fn of_falco(f: &falco_api::Falco) -> BTreeSet<Reference> {
-    of_pod_template(
-        &f.namespace().unwrap_or_default(),
-        f.spec.pod_template_spec.as_deref(),
-    )
+    let ns = f.namespace().unwrap_or_default();
+    let mut out = of_pod_template(&ns, f.spec.pod_template_spec.as_deref());
+    // The driver repository's trusted key (`spec.driver.trustedKey`), whatever the kind: a
+    // key that is referenced stays until the reference goes.
+    if let Some(key) = f.spec.driver.as_ref().and_then(|d| d.trusted_key.as_ref()) {
+        if let Some(cm) = &key.config_map_key_ref {
+            out.insert(Reference::ConfigMap(ns.clone(), cm.name.clone()));
+        }
+        if let Some(secret) = &key.secret_key_ref {
+            out.insert(Reference::Secret(ns, secret.name.clone()));
+        }
+    }
+    out
 }
 
 /// References of a Component.

@@ -124,10 +124,12 @@ pub fn start(client: Client, metrics: Arc<Metrics>, config: RunConfig) -> Runnin
     let ns = config.namespace.as_deref();
     let (falco_tx, falco_rx) = mpsc::unbounded();
     let (component_tx, component_rx) = mpsc::unbounded();
+    let driver_trigger = falco_tx.clone();
     let router = Router {
         falco: falco_tx,
         component: component_tx,
     };
+    let driver_reports = crate::driver_status::DriverReports::default();
     let (caches, drivers) = cache::start(&client, ns, &FIELD_MANAGERS, router);
     let (refs, refs_rx) = References::new(config.state_namespace.clone());
     let ctx = Arc::new(Context {
@@ -139,6 +141,7 @@ pub fn start(client: Client, metrics: Arc<Metrics>, config: RunConfig) -> Runnin
         falco_events: Publisher::new(client.clone(), "falco-controller", &config.instance),
         component_events: Publisher::new(client.clone(), "component-controller", &config.instance),
         failures: Default::default(),
+        driver_reports: driver_reports.clone(),
     });
 
     let (ready_tx, ready_rx) = watch::channel(false);
@@ -173,6 +176,11 @@ pub fn start(client: Client, metrics: Arc<Metrics>, config: RunConfig) -> Runnin
         }
     };
     let cr_stores = (falco_store.clone(), component_store.clone());
+    let driver_feed = crate::aggregate::DriverFeed {
+        reports: driver_reports,
+        falcos: falco_store.clone(),
+        trigger: driver_trigger,
+    };
     let falco_ctrl = controller::<Falco>(
         (falco_store, falco_stream),
         controller_config.clone(),
@@ -217,6 +225,7 @@ pub fn start(client: Client, metrics: Arc<Metrics>, config: RunConfig) -> Runnin
         caches.clone(),
         metrics.clone(),
         Duration::from_millis(200),
+        driver_feed,
     );
     let readiness = async move {
         caches.wait_until_ready().await;

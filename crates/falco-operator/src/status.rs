@@ -11,6 +11,7 @@ use falco_api::common::condition::RECONCILED;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::availability::Availability;
+use crate::driver_status::DriverState;
 
 /// What the apply step did, for the `Reconciled` condition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +48,8 @@ pub struct Input<'a> {
     pub version: Option<String>,
     /// The time stamped on conditions that change.
     pub now: Time,
+    /// `DriverReady` and `status.driver` (Falco with a driver loader only).
+    pub driver: DriverState,
 }
 
 fn condition(
@@ -125,6 +128,18 @@ pub fn next(input: Input<'_>) -> InstanceStatus {
     let available = input
         .availability
         .condition(g, previous_conditions, now.clone());
+    let mut conditions = vec![reconciled, available];
+    if let Some(driver) = input.driver.condition() {
+        conditions.push(condition(
+            falco_api::common::condition::DRIVER_READY,
+            driver.status,
+            &driver.reason,
+            &driver.message,
+            g,
+            previous_conditions,
+            now,
+        ));
+    }
     InstanceStatus {
         resource_type: Some(input.resource_type.to_owned()),
         version: input
@@ -133,8 +148,9 @@ pub fn next(input: Input<'_>) -> InstanceStatus {
         desired_replicas: input.availability.desired,
         available_replicas: input.availability.available,
         unavailable_replicas: input.availability.unavailable,
-        conditions: vec![reconciled, available],
+        conditions,
         observed_generation: g,
+        driver: input.driver.summary(),
     }
 }
 
@@ -172,6 +188,7 @@ mod tests {
             resource_type: "DaemonSet",
             version: Some("0.44.1".to_owned()),
             now: t(now),
+            driver: DriverState::NotApplicable,
         }
     }
 

@@ -18,6 +18,8 @@ mod file_name;
 mod hostfs;
 mod kernel;
 mod names;
+pub mod status;
+pub mod versions;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -18,18 +18,20 @@
 //! | tolerations | control-plane and master `NoSchedule` |
 //! | host mounts | `/proc`, `/sys/module`, `/dev`, `/etc`, `/boot`, `/lib/modules`, `/usr`; runtime sockets (DaemonSet only) |
 //! | sidecar | `artifact-operator`, native (init container, `restartPolicy: Always`), startup and readiness on `/readyz`, liveness on `/healthz`, port 8081 |
+//! | driver loader | `spec.driver.kind` kmod or auto only: init container `driver-loader` after the sidecar ([`driver_loader`]) |
 
 use std::collections::BTreeMap;
 
-use falco_api::{Falco, WorkloadType};
+use falco_api::{DriverKind, DriverSpec, Falco, WorkloadType};
 use k8s_openapi::api::apps::v1::{
     DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, Deployment, DeploymentSpec,
     DeploymentStrategy,
 };
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    HostPathVolumeSource, PodSpec, PodTemplateSpec, ResourceRequirements, SecurityContext, Service,
-    ServiceAccount, ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
+    HostPathVolumeSource, KeyToPath, PodSpec, PodTemplateSpec, ResourceRequirements,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -44,7 +46,7 @@ use super::{
     FALCO_CONTAINER, FALCO_IMAGE_REPOSITORY,
 };
 use crate::meta::{self, ProbeTiming, env, env_field, http_probe, rule};
-use crate::{ObjectKey, OperatorConfig, Result, labels, merge};
+use crate::{Error, ObjectKey, OperatorConfig, Result, labels, merge};
 
 /// Everything one `Falco` CR owns, ready for Server-Side Apply.
 ///
@@ -97,10 +99,62 @@ impl Workload {
 }
 
 /// The validate step: refuses what the schema cannot (a missing name/namespace/uid, a name too
-/// long for a label value, a `spec.config` that is not a mapping).
+/// long for a label value, a `spec.config` that is not a mapping, a driver the operator cannot
+/// deliver: [`driver_plan`]).
 pub fn validate(falco: &Falco) -> Result<()> {
     ObjectKey::of(falco)?;
-    config::validate_overlay(falco.spec.config.as_ref())
+    config::validate_overlay(falco.spec.config.as_ref())?;
+    driver_plan(falco).map(|_| ())
+}
+
+/// What `spec.driver` asks the pods to do, decided once per build.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DriverPlan<'a> {
+    /// `kmod` or `auto`.
+    pub kind: DriverKind,
+    /// The driver version the loader fetches.
+    pub version: String,
+    /// The spec it comes from.
+    pub spec: &'a DriverSpec,
+}
+
+/// The driver loader the pods run, if any: `None` without `spec.driver` or with `modern_ebpf`
+/// (today's pods exactly). Refuses `ebpf` (removed in Falco 0.44), a loader in a Deployment, and
+/// a Falco version whose driver version is unknown when `spec.driver.version` is absent.
+pub fn driver_plan(falco: &Falco) -> Result<Option<DriverPlan<'_>>> {
+    let Some(spec) = falco.spec.driver.as_ref() else {
+        return Ok(None);
+    };
+    match spec.kind {
+        DriverKind::ModernEbpf => return Ok(None),
+        DriverKind::Ebpf => return Err(Error::LegacyEbpf),
+        DriverKind::Kmod | DriverKind::Auto => {}
+    }
+    if falco.spec.workload_type() == WorkloadType::Deployment {
+        return Err(Error::DriverNeedsDaemonSet {
+            kind: spec.kind.as_str(),
+        });
+    }
+    let version = match &spec.version {
+        Some(v) => v.clone(),
+        None => {
+            let falco_version = resolve_version(falco);
+            falco_core::driver::versions::driver_version_for(&falco_version)
+                .map(str::to_owned)
+                .ok_or_else(|| Error::DriverVersionUnknown {
+                    falco: falco_version,
+                    known: falco_core::driver::versions::known_falco_versions()
+                        .take(5)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?
+        }
+    };
+    Ok(Some(DriverPlan {
+        kind: spec.kind,
+        version,
+        spec,
+    }))
 }
 
 /// The Falco version in use, in upstream's order (§2.2.6): the tag of the image the pod template
@@ -156,7 +210,12 @@ pub fn build(falco: &Falco, operator: &OperatorConfig) -> Result<FalcoChildren> 
         vec![rule(&[""], &["nodes"], &["get", "list", "watch"])],
     );
 
-    let falco_yaml = config::render(workload_type, falco.spec.config.as_ref())?;
+    let driver = driver_plan(falco)?;
+    let falco_yaml = config::render_with_driver(
+        workload_type,
+        driver.as_ref().map(|d| d.kind),
+        falco.spec.config.as_ref(),
+    )?;
     let config_map = ConfigMap {
         metadata: meta.clone(),
         data: Some(BTreeMap::from([(
@@ -173,6 +232,7 @@ pub fn build(falco: &Falco, operator: &OperatorConfig) -> Result<FalcoChildren> 
         workload_type,
         &cr_labels,
         &falco_yaml,
+        driver.as_ref(),
     )?;
     let selector = LabelSelector {
         match_labels: Some(labels::selector(&key.name)),
@@ -282,8 +342,16 @@ fn pod_template(
     workload: WorkloadType,
     cr_labels: &BTreeMap<String, String>,
     falco_yaml: &str,
+    driver: Option<&DriverPlan<'_>>,
 ) -> Result<PodTemplateSpec> {
     let selector = labels::selector(&key.name);
+    let mut init_containers = vec![artifact_operator(&operator.artifact_operator_image)];
+    let mut volumes = volumes(&key.name, workload);
+    if let Some(plan) = driver {
+        add_driver_status(&mut init_containers[0]);
+        init_containers.push(driver_loader(plan, &operator.driver_loader_image));
+        volumes.extend(driver_volumes(plan.spec));
+    }
     let base = PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels::layered([cr_labels, &selector])),
@@ -292,9 +360,9 @@ fn pod_template(
         spec: Some(PodSpec {
             service_account_name: Some(key.name.clone()),
             tolerations: Some(tolerations()),
-            init_containers: Some(vec![artifact_operator(&operator.artifact_operator_image)]),
+            init_containers: Some(init_containers),
             containers: vec![falco_container(falco, workload)],
-            volumes: Some(volumes(&key.name, workload)),
+            volumes: Some(volumes),
             ..PodSpec::default()
         }),
     };
@@ -556,6 +624,180 @@ fn artifact_operator(image: &str) -> Container {
         ),
         ..Container::default()
     }
+}
+
+/// Name of the driver loader init container (a reserved name users can target in
+/// `podTemplateSpec`, e.g. to add `DRIVERS_REPO` to its environment).
+pub const DRIVER_LOADER_CONTAINER: &str = "driver-loader";
+/// Host directory of the driver cache (`$HOME/.falco` of the loader): a pod restarting on the
+/// same node reuses the driver it verified before instead of downloading it again.
+pub const DRIVER_CACHE_HOST_PATH: &str = "/var/lib/falco-driver";
+/// Where the loader writes its status file, on an emptyDir the sidecar reads.
+pub const DRIVER_STATUS_DIR: &str = "/run/falco-driver";
+/// The status file in [`DRIVER_STATUS_DIR`].
+pub const DRIVER_STATUS_FILE: &str = "/run/falco-driver/status.json";
+/// Where the trusted key is mounted in the loader.
+const TRUSTED_KEY_DIR: &str = "/etc/falco-driver/trusted-key";
+const TRUSTED_KEY_FILE: &str = "key";
+const DRIVER_CACHE: &str = "driver-cache";
+const DRIVER_STATUS: &str = "driver-status";
+const TRUSTED_KEY: &str = "driver-trusted-key";
+const USR_SRC: (&str, &str, &str) = ("usr-src-fs", "/usr/src", "/host/usr/src");
+
+/// The driver loader (`falco-driver-loader kmod|auto`, the image entrypoint form), run as a
+/// regular init container after the artifact-operator sidecar and before Falco:
+///
+/// - **Order.** Init containers start in order; the native sidecar comes first so it is already
+///   running when the loader runs: it reads the loader's status file and reports it in the node's
+///   `NodeArtifacts` record also when the loader fails (kubelet then retries the loader with its
+///   backoff and Falco does not start). Falco starts only once the loader succeeded, and the
+///   sidecar's startup probe still gates it on the artifacts.
+/// - **Privileged**, because loading (and unloading) a kernel module needs `CAP_SYS_MODULE` in the
+///   host's user namespace and the runtime's default seccomp/AppArmor profiles refuse
+///   `finit_module` to unprivileged containers; no other container of the pod but Falco itself
+///   is privileged. `auto` may pick kmod on any node, so it is privileged too.
+/// - **Host mounts**, read-only except the cache: `/boot` (kernel config for dkms),
+///   `/lib/modules` and `/usr/src` (kernel headers, `build` symlinks), `/etc` (os-release, the
+///   target), `/proc` (as falcoctl reads it), all under `HOST_ROOT=/host`; `/sys` is the
+///   container's own sysfs, which shows the host's loaded modules (they are not namespaced). The
+///   cache `/root/.falco` is the host directory [`DRIVER_CACHE_HOST_PATH`] (a re-verified cached
+///   driver is reused on the next pod start). Falco does not read the cache: the loader loads
+///   the module into the kernel, Falco opens its devices.
+/// - **Shared with the pod**: Falco's `config.d` (the loader writes
+///   `engine-kind-falcoctl.yaml`, see [`config::engine_kind`]) and the status emptyDir.
+/// - **Settings** from `spec.driver`: the version ([`driver_plan`]), `download`/`compile`,
+///   `httpTimeout`, `insecureSkipVerify`, `requireVerified`, the trusted key (a mounted
+///   ConfigMap/Secret key); `repos` as `FALCOCTL_DRIVER_REPOS`, set only when given, so a
+///   `DRIVERS_REPO` the user adds to this container through `podTemplateSpec` applies otherwise.
+pub fn driver_loader(plan: &DriverPlan<'_>, default_image: &str) -> Container {
+    let spec = plan.spec;
+    let mut args = vec![
+        plan.kind.as_str().to_owned(),
+        format!("--version={}", plan.version),
+        "--falco-config-dir=/etc/falco".to_owned(),
+        format!("--status-file={DRIVER_STATUS_FILE}"),
+    ];
+    let (download, compile) = (spec.download.unwrap_or(true), spec.compile.unwrap_or(true));
+    // The entrypoint form: neither flag means both; one flag means only that one.
+    match (download, compile) {
+        (true, false) => args.push("--download".to_owned()),
+        (false, true) => args.push("--compile".to_owned()),
+        _ => {}
+    }
+    if let Some(timeout) = &spec.http_timeout {
+        args.push(format!("--http-timeout={timeout}"));
+    }
+    if spec.insecure_skip_verify == Some(true) {
+        args.push("--http-insecure=true".to_owned());
+    }
+    if spec.require_verified == Some(true) {
+        args.push("--require-verified=true".to_owned());
+    }
+    if spec.trusted_key.is_some() {
+        args.push(format!(
+            "--trusted-key={TRUSTED_KEY_DIR}/{TRUSTED_KEY_FILE}"
+        ));
+    }
+    let mut env_vars = vec![env("HOST_ROOT", "/host"), env("HOME", "/root")];
+    if let Some(repos) = spec.repos.as_ref().filter(|r| !r.is_empty()) {
+        env_vars.push(env("FALCOCTL_DRIVER_REPOS", &repos.join(";")));
+    }
+    let mut mounts = vec![
+        mount("boot-fs", "/host/boot", true),
+        mount("lib-modules", "/host/lib/modules", true),
+        mount(USR_SRC.0, USR_SRC.2, true),
+        mount("etc-fs", "/host/etc", true),
+        mount("proc-fs", "/host/proc", true),
+        mount(DRIVER_CACHE, "/root/.falco", false),
+        mount(SHARED[0].0, SHARED[0].1, false),
+        mount(DRIVER_STATUS, DRIVER_STATUS_DIR, false),
+    ];
+    if spec.trusted_key.is_some() {
+        mounts.push(mount(TRUSTED_KEY, TRUSTED_KEY_DIR, true));
+    }
+    Container {
+        name: DRIVER_LOADER_CONTAINER.to_owned(),
+        image: Some(
+            spec.loader_image
+                .as_deref()
+                .unwrap_or(default_image)
+                .to_owned(),
+        ),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        args: Some(args),
+        env: Some(env_vars),
+        security_context: Some(SecurityContext {
+            privileged: Some(true),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    }
+}
+
+/// The sidecar reads the loader's status file (read-only) and reports it.
+fn add_driver_status(sidecar: &mut Container) {
+    sidecar
+        .env
+        .get_or_insert_with(Vec::new)
+        .push(env("DRIVER_STATUS_FILE", DRIVER_STATUS_FILE));
+    sidecar
+        .volume_mounts
+        .get_or_insert_with(Vec::new)
+        .push(mount(DRIVER_STATUS, DRIVER_STATUS_DIR, true));
+}
+
+/// Volumes only the loader uses: `/usr/src`, the cache, the status emptyDir, the trusted key.
+fn driver_volumes(spec: &DriverSpec) -> Vec<Volume> {
+    let host = |name: &str, path: &str, type_: Option<&str>| Volume {
+        name: name.to_owned(),
+        host_path: Some(HostPathVolumeSource {
+            path: path.to_owned(),
+            type_: type_.map(str::to_owned),
+        }),
+        ..Volume::default()
+    };
+    let mut out = vec![
+        host(USR_SRC.0, USR_SRC.1, None),
+        host(
+            DRIVER_CACHE,
+            DRIVER_CACHE_HOST_PATH,
+            Some("DirectoryOrCreate"),
+        ),
+        Volume {
+            name: DRIVER_STATUS.to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ];
+    if let Some(key) = &spec.trusted_key {
+        let item = |key: &str| {
+            Some(vec![KeyToPath {
+                key: key.to_owned(),
+                path: TRUSTED_KEY_FILE.to_owned(),
+                ..KeyToPath::default()
+            }])
+        };
+        let mut volume = Volume {
+            name: TRUSTED_KEY.to_owned(),
+            ..Volume::default()
+        };
+        if let Some(cm) = &key.config_map_key_ref {
+            volume.config_map = Some(ConfigMapVolumeSource {
+                name: cm.name.clone(),
+                items: item(&cm.key),
+                ..ConfigMapVolumeSource::default()
+            });
+        } else if let Some(secret) = &key.secret_key_ref {
+            volume.secret = Some(SecretVolumeSource {
+                secret_name: Some(secret.name.clone()),
+                items: item(&secret.key),
+                ..SecretVolumeSource::default()
+            });
+        }
+        out.push(volume);
+    }
+    out
 }
 
 #[cfg(test)]

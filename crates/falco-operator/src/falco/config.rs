@@ -7,7 +7,7 @@
 //! realised by mounting the CRI and Docker runtime sockets into DaemonSet pods; a Deployment mounts
 //! none (all container engines disabled).
 
-use falco_api::WorkloadType;
+use falco_api::{DriverKind, WorkloadType};
 use serde_json::{Value, json};
 
 use crate::{Error, Result};
@@ -15,12 +15,31 @@ use crate::{Error, Result};
 /// Port of Falco's webserver (health and Prometheus metrics).
 pub const WEBSERVER_PORT: i32 = 8765;
 
+/// Falco's `engine.kind`, decided here and nowhere else:
+///
+/// | workload | `spec.driver.kind` | `engine.kind` in falco.yaml |
+/// |---|---|---|
+/// | Deployment | any (kmod/auto are refused) | `nodriver` |
+/// | DaemonSet | absent, `modern_ebpf` | `modern_ebpf` |
+/// | DaemonSet | `kmod` | `kmod` |
+/// | DaemonSet | `auto` | `modern_ebpf`, overridden per node by the loader |
+///
+/// With a loader (`kmod`, `auto`) the loader also writes its per-node choice to
+/// `/etc/falco/config.d/engine-kind-falcoctl.yaml`; Falco reads `config.d` after `falco.yaml`,
+/// and that file sorts after every `Config` fragment (`<priority>-…` names start with a digit),
+/// so the loader's choice is what Falco runs, and for `kmod` both say `kmod`. A `spec.config`
+/// overlay cannot change `engine.kind` when a loader runs (it is set after the overlay).
+pub fn engine_kind(workload: WorkloadType, driver: Option<DriverKind>) -> &'static str {
+    match (workload, driver) {
+        (WorkloadType::Deployment, _) => "nodriver",
+        (WorkloadType::DaemonSet, Some(DriverKind::Kmod)) => "kmod",
+        (WorkloadType::DaemonSet, _) => "modern_ebpf",
+    }
+}
+
 /// The default `falco.yaml` for a workload kind, as a JSON value.
 pub fn defaults(workload: WorkloadType) -> Value {
-    let engine = match workload {
-        WorkloadType::DaemonSet => "modern_ebpf",
-        WorkloadType::Deployment => "nodriver",
-    };
+    let engine = engine_kind(workload, None);
     json!({
         "config_files": ["/etc/falco/config.d"],
         "watch_config_files": true,
@@ -100,10 +119,32 @@ pub fn validate_overlay(overlay: Option<&Value>) -> Result<()> {
 /// The rendered `falco.yaml`: the defaults with `overlay` deep-merged (mappings merge key by key,
 /// lists and scalars replace, a `null` value removes the key).
 pub fn render(workload: WorkloadType, overlay: Option<&Value>) -> Result<String> {
+    render_with_driver(workload, None, overlay)
+}
+
+/// [`render`] for an instance whose pods run the driver loader for `driver` (`kmod`, `auto`):
+/// `engine.kind` is [`engine_kind`]'s, whatever the overlay says. With `None` (no loader) the
+/// overlay may set `engine.kind`, as without `spec.driver`.
+pub fn render_with_driver(
+    workload: WorkloadType,
+    driver: Option<DriverKind>,
+    overlay: Option<&Value>,
+) -> Result<String> {
     validate_overlay(overlay)?;
     let mut config = defaults(workload);
     if let Some(overlay) = overlay {
         deep_merge(&mut config, overlay);
+    }
+    if let Some(kind) = driver.filter(|k| k.needs_loader()) {
+        let engine = config
+            .as_object_mut()
+            .map(|c| c.entry("engine").or_insert_with(|| json!({})));
+        if let Some(engine) = engine {
+            if !engine.is_object() {
+                *engine = json!({});
+            }
+            engine["kind"] = json!(engine_kind(workload, Some(kind)));
+        }
     }
     serde_yaml::to_string(&config).map_err(Error::RenderConfig)
 }
@@ -188,6 +229,43 @@ mod tests {
         assert!(c.get("syslog_output").is_none());
         assert_eq!(c["new_key"]["x"], 1);
         assert_eq!(c["engine"]["kind"], "nodriver");
+    }
+
+    #[test]
+    fn engine_kind_follows_the_driver_and_wins_over_the_overlay() {
+        use DriverKind::*;
+        assert_eq!(engine_kind(WorkloadType::DaemonSet, None), "modern_ebpf");
+        assert_eq!(
+            engine_kind(WorkloadType::DaemonSet, Some(ModernEbpf)),
+            "modern_ebpf"
+        );
+        assert_eq!(engine_kind(WorkloadType::DaemonSet, Some(Kmod)), "kmod");
+        assert_eq!(
+            engine_kind(WorkloadType::DaemonSet, Some(Auto)),
+            "modern_ebpf"
+        );
+        assert_eq!(
+            engine_kind(WorkloadType::Deployment, Some(Kmod)),
+            "nodriver"
+        );
+        let overlay = json!({"engine": {"kind": "nodriver", "kmod": {"buf_size_preset": 6}}});
+        let c = parse(
+            &render_with_driver(WorkloadType::DaemonSet, Some(Kmod), Some(&overlay)).unwrap(),
+        );
+        assert_eq!(c["engine"]["kind"], "kmod");
+        assert_eq!(
+            c["engine"]["kmod"]["buf_size_preset"], 6,
+            "the rest of the overlay stays"
+        );
+        // Without a loader the overlay decides, as before spec.driver existed.
+        let c = parse(
+            &render_with_driver(WorkloadType::DaemonSet, Some(ModernEbpf), Some(&overlay)).unwrap(),
+        );
+        assert_eq!(c["engine"]["kind"], "nodriver");
+        assert_eq!(
+            render_with_driver(WorkloadType::DaemonSet, None, None).unwrap(),
+            render(WorkloadType::DaemonSet, None).unwrap()
+        );
     }
 
     #[test]

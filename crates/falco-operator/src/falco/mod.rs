@@ -3,7 +3,10 @@
 pub mod build;
 pub mod config;
 
-pub use build::{FalcoChildren, Workload, build, resolve_version, validate};
+pub use build::{
+    DRIVER_LOADER_CONTAINER, DriverPlan, FalcoChildren, Workload, build, driver_loader,
+    driver_plan, resolve_version, validate,
+};
 
 /// Default Falco image repository.
 pub const FALCO_IMAGE_REPOSITORY: &str = "docker.io/falcosecurity/falco";

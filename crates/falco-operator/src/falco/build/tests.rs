@@ -606,3 +606,201 @@ fn invalid_metadata_is_refused() {
     let err = validate(&f).unwrap_err();
     assert_eq!(err.to_string(), "Falco has no metadata.uid");
 }
+
+/// The loader container of a kind, as JSON: the golden comparison of item 2.
+fn loader_of(spec: Value) -> Value {
+    json_of(container(&built(spec), "driver-loader"))
+}
+
+fn init_names(c: &FalcoChildren) -> Vec<String> {
+    pod_spec(c)
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+#[test]
+fn kmod_gets_exactly_this_loader_after_the_sidecar() {
+    let expected = json!({
+        "name": "driver-loader",
+        "image": crate::DEFAULT_DRIVER_LOADER_IMAGE,
+        "imagePullPolicy": "IfNotPresent",
+        "args": [
+            "kmod",
+            "--version=10.2.0+driver",
+            "--falco-config-dir=/etc/falco",
+            "--status-file=/run/falco-driver/status.json"
+        ],
+        "env": [
+            {"name": "HOST_ROOT", "value": "/host"},
+            {"name": "HOME", "value": "/root"}
+        ],
+        "securityContext": {"privileged": true},
+        "volumeMounts": [
+            {"name": "boot-fs", "mountPath": "/host/boot", "readOnly": true},
+            {"name": "lib-modules", "mountPath": "/host/lib/modules", "readOnly": true},
+            {"name": "usr-src-fs", "mountPath": "/host/usr/src", "readOnly": true},
+            {"name": "etc-fs", "mountPath": "/host/etc", "readOnly": true},
+            {"name": "proc-fs", "mountPath": "/host/proc", "readOnly": true},
+            {"name": "driver-cache", "mountPath": "/root/.falco"},
+            {"name": "falco-configs", "mountPath": "/etc/falco/config.d"},
+            {"name": "driver-status", "mountPath": "/run/falco-driver"}
+        ]
+    });
+    assert_eq!(loader_of(json!({"driver": {"kind": "kmod"}})), expected);
+    let c = built(json!({"driver": {"kind": "kmod"}}));
+    assert_eq!(init_names(&c), ["artifact-operator", "driver-loader"]);
+    let config = c.config_map.data.as_ref().unwrap()[CONFIG_KEY].clone();
+    assert!(config.contains("kind: kmod"), "{config}");
+    // The sidecar reads the status the loader writes.
+    let sidecar = json_of(container(&c, "artifact-operator"));
+    assert!(sidecar["env"].as_array().unwrap().contains(
+        &json!({"name": "DRIVER_STATUS_FILE", "value": "/run/falco-driver/status.json"})
+    ));
+    assert!(sidecar["volumeMounts"].as_array().unwrap().contains(
+        &json!({"name": "driver-status", "mountPath": "/run/falco-driver", "readOnly": true})
+    ));
+    let volumes = json_of(&pod_spec(&c).volumes);
+    let volumes = volumes.as_array().unwrap();
+    for v in [
+        json!({"name": "usr-src-fs", "hostPath": {"path": "/usr/src"}}),
+        json!({"name": "driver-cache", "hostPath": {"path": "/var/lib/falco-driver", "type": "DirectoryOrCreate"}}),
+        json!({"name": "driver-status", "emptyDir": {}}),
+    ] {
+        assert!(volumes.contains(&v), "{v} missing");
+    }
+}
+
+#[test]
+fn auto_and_every_spec_setting_reach_the_loader() {
+    let spec = json!({"version": "0.43.1", "driver": {
+        "kind": "auto",
+        "repos": ["https://drivers.example/a", "https://mirror.example/b"],
+        "download": true,
+        "compile": false,
+        "loaderImage": "registry.example/loader:1",
+        "httpTimeout": "90s",
+        "requireVerified": true,
+        "trustedKey": {"secretKeyRef": {"name": "repo-key", "key": "ed25519.pub"}}
+    }});
+    let loader = loader_of(spec.clone());
+    assert_eq!(loader["image"], "registry.example/loader:1");
+    assert_eq!(
+        loader["args"],
+        json!([
+            "auto",
+            "--version=9.1.0+driver",
+            "--falco-config-dir=/etc/falco",
+            "--status-file=/run/falco-driver/status.json",
+            "--download",
+            "--http-timeout=90s",
+            "--require-verified=true",
+            "--trusted-key=/etc/falco-driver/trusted-key/key"
+        ])
+    );
+    assert_eq!(
+        loader["env"],
+        json!([
+            {"name": "HOST_ROOT", "value": "/host"},
+            {"name": "HOME", "value": "/root"},
+            {"name": "FALCOCTL_DRIVER_REPOS", "value": "https://drivers.example/a;https://mirror.example/b"}
+        ])
+    );
+    assert!(loader["volumeMounts"].as_array().unwrap().contains(&json!(
+        {"name": "driver-trusted-key", "mountPath": "/etc/falco-driver/trusted-key", "readOnly": true}
+    )));
+    let c = built(spec);
+    let volumes = json_of(&pod_spec(&c).volumes);
+    assert!(
+        volumes
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "driver-trusted-key",
+        "secret": {"secretName": "repo-key", "items": [{"key": "ed25519.pub", "path": "key"}]}}))
+    );
+    // auto: the ConfigMap says modern_ebpf, the loader's config.d file says what each node got.
+    let config = c.config_map.data.as_ref().unwrap()[CONFIG_KEY].clone();
+    assert!(config.contains("kind: modern_ebpf"), "{config}");
+    // compile only, insecure transport, a ConfigMap key.
+    let loader = loader_of(json!({"driver": {"kind": "kmod", "download": false,
+        "insecureSkipVerify": true, "version": "8.0.0+driver",
+        "trustedKey": {"configMapKeyRef": {"name": "k", "key": "pub"}}}}));
+    let args: Vec<&str> = loader["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.contains(&"--compile") && !args.contains(&"--download"),
+        "{args:?}"
+    );
+    assert!(args.contains(&"--http-insecure=true"), "{args:?}");
+    assert!(args.contains(&"--version=8.0.0+driver"), "{args:?}");
+}
+
+#[test]
+fn modern_ebpf_or_no_driver_builds_todays_pod_exactly() {
+    let today = built(json!({}));
+    let modern = built(json!({"driver": {"kind": "modern_ebpf"}}));
+    assert_eq!(today, modern);
+    assert_eq!(init_names(&today), ["artifact-operator"]);
+}
+
+#[test]
+fn a_user_can_add_drivers_repo_to_the_loader_through_the_pod_template() {
+    let c = built(
+        json!({"driver": {"kind": "kmod"}, "podTemplateSpec": {"spec": {
+            "containers": [],
+            "initContainers": [{"name": "driver-loader",
+                "env": [{"name": "DRIVERS_REPO", "value": "https://s3.example/drivers"}]}]
+        }}}),
+    );
+    let loader = container(&c, "driver-loader");
+    let env = json_of(&loader.env);
+    assert!(
+        env.as_array()
+            .unwrap()
+            .contains(&json!({"name": "DRIVERS_REPO", "value": "https://s3.example/drivers"})),
+        "{env}"
+    );
+    assert!(
+        loader.args.as_ref().unwrap()[0] == "kmod",
+        "the generated args stay"
+    );
+    assert_eq!(init_names(&c), ["artifact-operator", "driver-loader"]);
+}
+
+#[test]
+fn undeliverable_drivers_are_refused_with_a_reason() {
+    let cases = [
+        (
+            json!({"driver": {"kind": "ebpf"}}),
+            "LegacyEbpfRemoved",
+            "legacy eBPF probe was removed in Falco 0.44",
+        ),
+        (
+            json!({"type": "Deployment", "driver": {"kind": "kmod"}}),
+            "DriverNeedsDaemonSet",
+            "needs a DaemonSet",
+        ),
+        (
+            json!({"version": "0.99.0", "driver": {"kind": "kmod"}}),
+            "DriverVersionUnknown",
+            "set spec.driver.version",
+        ),
+    ];
+    for (spec, reason, message) in cases {
+        let err = build(&falco(spec.clone()), &OperatorConfig::default()).unwrap_err();
+        assert_eq!(err.driver_reason(), Some(reason), "{spec}");
+        assert!(err.to_string().contains(message), "{err}");
+        assert_eq!(err.category(), "invalid_spec");
+    }
+    // An explicit version makes an unknown Falco version work.
+    let loader = loader_of(
+        json!({"version": "0.99.0", "driver": {"kind": "kmod", "version": "11.0.0+driver"}}),
+    );
+    assert_eq!(loader["args"][1], "--version=11.0.0+driver");
+}
