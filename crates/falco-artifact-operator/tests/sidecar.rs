@@ -663,10 +663,25 @@ async fn update_by_tag_and_by_digest() {
         (std::fs::read_to_string(&path).ok()? == "- rule: v2\n").then_some(())
     })
     .await;
-    let entry = cluster
+    // The generation does not move with a tag: wait for the record to name the new digest
+    // (the file is written before the record is patched).
+    cluster
         .wait_programmed(&node, "Rulesfile", "r", "True")
         .await;
-    assert_eq!(entry.digest.as_deref(), Some(d2.as_str()));
+    wait_for("the record names the new digest", || async {
+        let record = cluster.record(&node).await?;
+        let entry = record
+            .status?
+            .artifacts
+            .into_iter()
+            .find(|a| a.kind == "Rulesfile" && a.name == "r")?;
+        let programmed = entry
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Programmed" && c.status == "True");
+        (entry.digest.as_deref() == Some(d2.as_str()) && programmed).then_some(())
+    })
+    .await;
 
     // Pinning the old digest brings v1 back.
     cluster

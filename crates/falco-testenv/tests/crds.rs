@@ -89,6 +89,7 @@ async fn every_crd_is_established_with_status_subresource_and_columns() {
                 "Ready",
                 "Reconciled",
                 "Available",
+                "Driver",
                 "Age",
             ],
         ),
