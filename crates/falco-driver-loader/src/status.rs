@@ -17,9 +17,10 @@ use crate::resolve::Resolved;
 /// The reason of an error, from the closed set of [`reason`].
 pub fn reason_of(error: &Error) -> &'static str {
     match error {
-        Error::NotFound { .. } => reason::NOT_FOUND,
+        // A signed index that does not list the driver: the repository does not have it.
+        Error::NotFound { .. } | Error::NotInIndex { .. } => reason::NOT_FOUND,
         Error::ChecksumMismatch { .. } | Error::Index { .. } => reason::VERIFICATION_FAILED,
-        Error::Unverified { .. } => reason::UNVERIFIED,
+        Error::Unverified { .. } | Error::Unsigned { .. } => reason::UNVERIFIED,
         Error::Http { .. }
         | Error::HttpStatus { .. }
         | Error::Truncated { .. }
@@ -143,6 +144,22 @@ mod tests {
         assert_eq!(
             s.error.as_deref(),
             Some("unable to find a prebuilt driver falco_x_1_1.ko in any repository")
+        );
+        let not_listed = Err(Error::NotInIndex {
+            url: "https://repo.example/driver/1.0.0%2Bdriver/x86_64/index.json".into(),
+            file: "falco_x_1_1.ko".into(),
+        });
+        assert_eq!(
+            build(None, &not_listed).reason.as_deref(),
+            Some(reason::NOT_FOUND)
+        );
+        let unsigned = Err(Error::Unsigned {
+            url: "https://repo.example/driver/1.0.0%2Bdriver/x86_64/index.json".into(),
+            what: "no index.json.sig",
+        });
+        assert_eq!(
+            build(None, &unsigned).reason.as_deref(),
+            Some(reason::UNVERIFIED)
         );
         let s = build(None, &Err(Error::Compile("no headers".into())));
         assert_eq!(s.reason.as_deref(), Some(reason::COMPILE_FAILED));
