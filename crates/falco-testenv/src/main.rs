@@ -71,6 +71,20 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// Print objects as `kubectl get` does (the API server's table: the CRD's printer columns),
+    /// or as JSON; for scripts on machines without kubectl.
+    Get {
+        /// KIND or KIND/NAME, KIND one of falco, component, rulesfile, plugin, config,
+        /// nodeartifacts, daemonset.
+        #[arg(value_name = "KIND[/NAME]")]
+        object: String,
+        /// Namespace of the objects.
+        #[arg(long, short, default_value = "default")]
+        namespace: String,
+        /// `table` (the printer columns) or `json` (the object, or a list of them).
+        #[arg(long, short, default_value = "table", value_parser = ["table", "json"])]
+        output: String,
+    },
 }
 
 /// A condition `wait` waits for.
@@ -154,6 +168,11 @@ async fn main() -> anyhow::Result<()> {
             namespace,
             timeout,
         } => wait(&object, &expected, &namespace, timeout).await?,
+        Command::Get {
+            object,
+            namespace,
+            output,
+        } => get(&object, &namespace, &output).await?,
     }
     Ok(())
 }
@@ -240,20 +259,11 @@ async fn wait(
     namespace: &str,
     timeout: u64,
 ) -> anyhow::Result<()> {
-    use kube::api::{Api, ApiResource, DynamicObject};
+    use kube::api::{Api, DynamicObject};
     let (kind, name) = object
         .split_once('/')
         .context("expected KIND/NAME, e.g. falco/falco")?;
-    let resource = match kind.to_ascii_lowercase().trim_end_matches('s') {
-        "falco" => ApiResource::erase::<falco_api::Falco>(&()),
-        "component" => ApiResource::erase::<falco_api::Component>(&()),
-        "rulesfile" => ApiResource::erase::<falco_api::Rulesfile>(&()),
-        "plugin" => ApiResource::erase::<falco_api::Plugin>(&()),
-        "config" => ApiResource::erase::<falco_api::Config>(&()),
-        other => {
-            anyhow::bail!("unknown kind {other:?}: falco, component, rulesfile, plugin or config")
-        }
-    };
+    let resource = resource_of(kind)?;
     let client = kube::Client::try_default()
         .await
         .context("connecting (KUBECONFIG)")?;
@@ -299,6 +309,130 @@ async fn wait(
     }
 }
 
+/// The API resource of a kind name as `wait` and `get` take it (singular or plural).
+fn resource_of(kind: &str) -> anyhow::Result<kube::api::ApiResource> {
+    use kube::api::ApiResource;
+    Ok(match kind.to_ascii_lowercase().trim_end_matches('s') {
+        "falco" => ApiResource::erase::<falco_api::Falco>(&()),
+        "component" => ApiResource::erase::<falco_api::Component>(&()),
+        "rulesfile" => ApiResource::erase::<falco_api::Rulesfile>(&()),
+        "plugin" => ApiResource::erase::<falco_api::Plugin>(&()),
+        "config" => ApiResource::erase::<falco_api::Config>(&()),
+        "nodeartifact" => ApiResource::erase::<falco_api::NodeArtifacts>(&()),
+        "daemonset" => ApiResource::erase::<k8s_openapi::api::apps::v1::DaemonSet>(&()),
+        other => anyhow::bail!(
+            "unknown kind {other:?}: falco, component, rulesfile, plugin, config, nodeartifacts or daemonset"
+        ),
+    })
+}
+
+/// `get`: one object or every object of a kind in a namespace, as the API server's table
+/// (`Accept: …;as=Table`, the columns `kubectl get` prints) or as JSON.
+async fn get(object: &str, namespace: &str, output: &str) -> anyhow::Result<()> {
+    use kube::api::{Api, DynamicObject, GetParams, ListParams};
+    let (kind, name) = match object.split_once('/') {
+        Some((kind, name)) => (kind, Some(name)),
+        None => (object, None),
+    };
+    let resource = resource_of(kind)?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting (KUBECONFIG)")?;
+    if output == "json" {
+        let api: Api<DynamicObject> = Api::namespaced_with(client, namespace, &resource);
+        let value = match name {
+            Some(name) => serde_json::to_value(api.get(name).await?)?,
+            None => serde_json::to_value(api.list(&ListParams::default()).await?.items)?,
+        };
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    let url = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource)
+        .resource_url()
+        .to_owned();
+    let request = kube::core::Request::new(url);
+    let mut request = match name {
+        Some(name) => request.get(name, &GetParams::default())?,
+        None => request.list(&ListParams::default())?,
+    };
+    request.headers_mut().insert(
+        http::header::ACCEPT,
+        http::HeaderValue::from_static("application/json;as=Table;v=v1;g=meta.k8s.io"),
+    );
+    let table: serde_json::Value = client.request(request).await?;
+    print!("{}", render_table(&table, time::OffsetDateTime::now_utc()));
+    Ok(())
+}
+
+/// A `meta.k8s.io/v1` Table as `kubectl get` prints it: the priority-0 columns, upper-case
+/// headers, left-aligned cells separated by three spaces, dates as ages.
+fn render_table(table: &serde_json::Value, now: time::OffsetDateTime) -> String {
+    let columns: Vec<(usize, &serde_json::Value)> = table["columnDefinitions"]
+        .as_array()
+        .map(|c| c.iter().enumerate().collect())
+        .unwrap_or_default();
+    let shown: Vec<(usize, &serde_json::Value)> = columns
+        .into_iter()
+        .filter(|(_, c)| c["priority"].as_i64().unwrap_or(0) == 0)
+        .collect();
+    let mut rows: Vec<Vec<String>> = vec![
+        shown
+            .iter()
+            .map(|(_, c)| c["name"].as_str().unwrap_or("").to_ascii_uppercase())
+            .collect(),
+    ];
+    for row in table["rows"].as_array().into_iter().flatten() {
+        rows.push(
+            shown
+                .iter()
+                .map(|(i, c)| {
+                    let cell = &row["cells"][*i];
+                    match cell {
+                        serde_json::Value::Null => "<none>".to_owned(),
+                        serde_json::Value::String(s) if c["type"] == "date" => age(s, now),
+                        serde_json::Value::String(s) if s.is_empty() => "<none>".to_owned(),
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    }
+                })
+                .collect(),
+        );
+    }
+    if rows.len() == 1 {
+        return "No resources found.\n".to_owned();
+    }
+    let widths: Vec<usize> = (0..shown.len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(line.join("   ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// An RFC 3339 timestamp as an age (`42s`, `3m`, `5h`, `2d`), as kubectl shows dates.
+fn age(timestamp: &str, now: time::OffsetDateTime) -> String {
+    let Ok(then) =
+        time::OffsetDateTime::parse(timestamp, &time::format_description::well_known::Rfc3339)
+    else {
+        return timestamp.to_owned();
+    };
+    let secs = (now - then).whole_seconds().max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
 async fn wait_for_shutdown() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
@@ -308,4 +442,55 @@ async fn wait_for_shutdown() -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_prints_as_kubectl_prints_it() {
+        let table = serde_json::json!({
+            "kind": "Table",
+            "columnDefinitions": [
+                {"name": "Name", "type": "string", "priority": 0},
+                {"name": "Driver", "type": "string", "priority": 0},
+                {"name": "Hidden", "type": "string", "priority": 1},
+                {"name": "Ready", "type": "integer", "priority": 0},
+                {"name": "Age", "type": "date", "priority": 0},
+            ],
+            "rows": [
+                {"cells": ["falco", "False", "x", 0, "2026-12-03T17:00:00Z"]},
+                {"cells": ["other-instance", null, "y", null, "2026-12-03T16:58:00Z"]},
+            ],
+        });
+        let now = time::OffsetDateTime::parse(
+            "2026-12-03T17:00:42Z",
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        assert_eq!(
+            render_table(&table, now),
+            "NAME             DRIVER   READY    AGE\n\
+             falco            False    0        42s\n\
+             other-instance   <none>   <none>   2m\n"
+        );
+        let empty =
+            serde_json::json!({"columnDefinitions": table["columnDefinitions"], "rows": []});
+        assert_eq!(render_table(&empty, now), "No resources found.\n");
+    }
+
+    #[test]
+    fn an_unknown_kind_is_refused_with_the_known_ones() {
+        let err = resource_of("pods").unwrap_err().to_string();
+        assert!(
+            err.contains("unknown kind \"pod\"") && err.contains("daemonset"),
+            "{err}"
+        );
+        assert_eq!(
+            resource_of("NodeArtifacts").unwrap().plural,
+            "nodeartifacts"
+        );
+        assert_eq!(resource_of("falcos").unwrap().kind, "Falco");
+    }
 }
