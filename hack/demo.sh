@@ -9,7 +9,10 @@
 #   5. a local driver repository: a sample driver published with a checksum and a signed
 #      index, served over HTTP, fetched and verified by the driver loader for a fake host,
 #      the coverage report of a sample fleet against it, and the download statistics;
-#   6. where to look; then it runs until Ctrl-C and cleans up after itself.
+#   6. a kmod Falco instance using that repository: its loader init container run (kubelet
+#      simulated) for two simulated nodes, one kernel served, one not; the sidecars carry the
+#      loaders' status files into the nodes' records and the Falco status says which failed;
+#   7. where to look; then it runs until Ctrl-C and cleans up after itself.
 # DEMO_ONESHOT=1 runs the steps, checks them and exits (CI uses it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -141,6 +144,119 @@ echo "(a sample fleet, hack/demo/fleet.json, as \`kubectl get nodes -o json\` pr
 "$bin/falco-operator" driver-coverage --nodes hack/demo/fleet.json --repo "http://$addr/driver" \
   --driver-version "$version" --trusted-key "$dir/repo.pub" | tee "$dir/coverage.txt"
 
+step "A kmod Falco instance (namespace falco-kmod) whose loader uses the demo's repository"
+key="$(cat "$dir/repo.pub")"
+cat >"$dir/kmod.yaml" <<YAML
+apiVersion: v1
+kind: Namespace
+metadata: {name: falco-kmod}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: driver-repo-key, namespace: falco-kmod}
+data: {ed25519.pub: "$key"}
+---
+apiVersion: instance.falcosecurity.dev/v1alpha1
+kind: Falco
+metadata: {name: falco, namespace: falco-kmod}
+spec:
+  version: "0.44.1"
+  driver:
+    kind: kmod
+    version: "$version"
+    repos: ["http://$addr/driver"]
+    compile: false
+    requireVerified: true
+    trustedKey: {configMapKeyRef: {name: driver-repo-key, key: ed25519.pub}}
+YAML
+sed -n '/^kind: Falco/,$p' "$dir/kmod.yaml"
+"$bin/falco-testenv" apply "$dir/kmod.yaml" 2>&1
+"$bin/falco-testenv" wait falco/falco -n falco-kmod --for Reconciled=True --timeout 60 >/dev/null
+"$bin/falco-testenv" get daemonset/falco -n falco-kmod -o json >"$dir/kmod-daemonset.json"
+echo "the operator's DaemonSet runs this init container before Falco (from $dir/kmod-daemonset.json):"
+python3 - "$dir/kmod-daemonset.json" <<'PY'
+import json, sys
+c = next(c for c in json.load(open(sys.argv[1]))["spec"]["template"]["spec"]["initContainers"]
+         if c["name"] == "driver-loader")
+print("  driver-loader:", " ".join(c["args"]))
+print("  env:", " ".join(f'{e["name"]}={e.get("value", "")}' for e in c.get("env", [])))
+PY
+
+step "Its loader on the two simulated nodes: node-a runs Ubuntu 6.8.0-45-generic, node-b Amazon Linux 2 4.14"
+cat <<'MSG'
+(simulated: kubelet. The demo runs falco-driver-loader with the init container's own arguments
+and environment from the DaemonSet, its mount paths mapped to a directory per node, a fake host
+root per node (os-release, kernel release and version) and --dry-run: the insmod is only
+printed, as this kernel cannot load modules, so "loaded" is what the loader reports once the
+module is in place. Download, verification against the signed index, the cache and the status
+file are real.)
+MSG
+loader_run() { # loader_run NODE KERNELRELEASE KERNELVERSION OS-RELEASE
+  local node=$1 kroot="$dir/kmod/$1"
+  rm -rf "$kroot"; mkdir -p "$kroot/host/etc" "$kroot/home" "$kroot/trusted-key" "$kroot/driver" \
+    "$kroot/config.d" "$kroot/rules.d" "$kroot/plugins" "$kroot/state"
+  printf '%b' "$4" >"$kroot/host/etc/os-release"
+  printf '%s' "$key" >"$kroot/trusted-key/key"   # what kubelet mounts from the ConfigMap
+  local args=() envs=()
+  pod_local() { python3 - "$dir/kmod-daemonset.json" "$kroot" "$1" <<'PY'
+import json, sys
+ds, root, what = sys.argv[1:4]
+c = next(c for c in json.load(open(ds))["spec"]["template"]["spec"]["initContainers"]
+         if c["name"] == "driver-loader")
+# The pod's paths on this simulated node (longest prefix first).
+paths = {"/etc/falco-driver/trusted-key": f"{root}/trusted-key", "/run/falco-driver": f"{root}/driver",
+         "/etc/falco": root, "/host": f"{root}/host", "/root": f"{root}/home"}
+def local(v):
+    for pod in sorted(paths, key=len, reverse=True):
+        if v == pod or v.startswith(pod + "/"):
+            return paths[pod] + v[len(pod):]
+    return v
+def arg(a):
+    k, eq, v = a.partition("=")
+    return k + eq + local(v) if eq else a
+out = [arg(a) for a in c["args"]] if what == "args" else \
+      [f'{e["name"]}={local(e.get("value", ""))}' for e in c.get("env", [])]
+sys.stdout.write("".join(x + "\0" for x in out))
+PY
+  }
+  mapfile -d '' args < <(pod_local args)
+  mapfile -d '' envs < <(pod_local env)
+  echo "$node: falco-driver-loader ${args[*]}"
+  if env "${envs[@]}" "$bin/falco-driver-loader" --dry-run --log-format text --config "$kroot/falcoctl.yaml" \
+      --kernelrelease "$2" --kernelversion "$3" "${args[@]}" >"$dir/loader-$node.log" 2>&1; then
+    echo "$node: the loader exited 0 (Falco would start)"
+  else
+    echo "$node: the loader failed (kubelet would retry it, Falco does not start):"
+    grep -iE 'error|unable' "$dir/loader-$node.log" | tail -2 | sed 's/^/    /'
+  fi
+  echo "$node: its status file, $kroot/driver/status.json:"
+  sed 's/^/    /' "$kroot/driver/status.json"; echo
+}
+loader_run node-a "$kr" "#$kv-Ubuntu SMP PREEMPT_DYNAMIC" 'ID=ubuntu\nVERSION_ID="24.04"\n'
+loader_run node-b 4.14.355-275.570.amzn2.x86_64 "#1 SMP" 'ID="amzn"\nVERSION_ID="2"\n'
+
+step "Each node's sidecar of the kmod instance carries its status file into the node's NodeArtifacts record"
+for node in node-a node-b; do
+  kroot="$dir/kmod/$node" port=$(free_port)
+  NODE_NAME="$node" POD_NAMESPACE=falco-kmod "$bin/falco-artifact-operator" run \
+    --rules-dir "$kroot/rules.d" --config-dir "$kroot/config.d" --plugins-dir "$kroot/plugins" \
+    --state-dir "$kroot/state" --probe-addr "127.0.0.1:$port" \
+    --driver-status-file "$kroot/driver/status.json" >"$dir/sidecar-kmod-$node.log" 2>&1 &
+  pids+=($!)
+  wait_http "http://127.0.0.1:$port/readyz" "${pids[-1]}" "$dir/sidecar-kmod-$node.log"
+  echo "$node: sidecar ready"
+done
+echo "the instance operator aggregates the records into the Falco status (DriverReady, status.driver):"
+"$bin/falco-testenv" wait falco/falco -n falco-kmod --for DriverReady=False --timeout 60 | tee "$dir/kmod-conditions.txt"
+echo
+echo "\$ kubectl get falco -n falco-kmod     (falco-testenv get: the same table from the API server)"
+"$bin/falco-testenv" get falco -n falco-kmod | tee "$dir/kmod-get.txt"
+echo
+echo "status.driver:"
+"$bin/falco-testenv" get falco/falco -n falco-kmod -o json >"$dir/kmod-falco.json"
+python3 -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1]))["status"]["driver"], indent=2))' \
+  "$dir/kmod-falco.json" | tee "$dir/kmod-summary.json"
+
 step "Download statistics"
 for _ in $(seq 1 50); do
   "$bin/falco-driver-repo" stats --storage "file://$repo" --format json 2>/dev/null | grep -q "$kr" && break
@@ -157,6 +273,8 @@ cat <<MSG
   ls -R $dir/nodes                               (the two simulated nodes' rules.d and config.d)
   curl -s http://127.0.0.1:$op_metrics/metrics | grep falco_operator
   logs: $dir/operator.log, $dir/sidecar-node-a.log, $dir/sidecar-node-b.log
+  kubectl get falco -n falco-kmod; $bin/falco-testenv get nodeartifacts -n falco-kmod -o json
+  ls -R $dir/kmod                                (the kmod instance's nodes: status files, driver cache)
   curl -I http://$addr/driver/8.0.0%2Bdriver/x86_64/$driver
   curl -s http://$addr/driver/8.0.0%2Bdriver/x86_64/index.json
   curl -s http://$addr/metrics | grep -v '^#'
@@ -173,7 +291,21 @@ if [ "${DEMO_ONESHOT:-0}" = 1 ]; then
   check "$dir/nodes/node-a/config.d/60-03-json-output-inline.yaml"
   grep -q "7 nodes: 0 prebuilt, 3 likely prebuilt, 3 would compile, 1 not applicable" "$dir/coverage.txt" ||
     { echo "demo check failed: unexpected coverage report (see $dir/coverage.txt)" >&2; exit 1; }
-  echo "demo check passed (Falco and Component reconciled, artifacts delivered per node, driver installed)"
+  grep -q '^  DriverReady=False (DriverNotFound: 1 of 2 nodes have no driver: amazonlinux2 4.14.355-275.570.amzn2.x86_64 (DriverNotFound, 1 node)' "$dir/kmod-conditions.txt" ||
+    { echo "demo check failed: DriverReady does not name node-b's kernel (see $dir/kmod-conditions.txt)" >&2; exit 1; }
+  python3 - "$dir/kmod-falco.json" "$dir/kmod/node-a/driver/status.json" "$dir/kmod/node-b/driver/status.json" <<'PY' ||
+import json, sys
+falco, a, b = (json.load(open(p)) for p in sys.argv[1:4])
+d = falco["status"]["driver"]
+assert tuple(d.get(k, 0) for k in ("nodes", "loaded", "downloaded", "compiled", "failed")) == (2, 1, 1, 0, 1), d
+assert [k["kernelRelease"] for k in d["failingKernels"]] == ["4.14.355-275.570.amzn2.x86_64"], d
+assert a["loaded"] and a["origin"] == "downloaded" and a["verification"] == "signature", a
+assert not b["loaded"] and b["reason"] == "DriverNotFound", b
+PY
+    { echo "demo check failed: unexpected driver status (see $dir/kmod-falco.json and $dir/kmod/*/driver/status.json)" >&2; exit 1; }
+  awk 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "DRIVER") c = i } NR == 2 { exit !(c && $c == "False") }' "$dir/kmod-get.txt" ||
+    { echo "demo check failed: the Driver column does not say False (see $dir/kmod-get.txt)" >&2; exit 1; }
+  echo "demo check passed (Falco and Component reconciled, artifacts delivered per node, driver installed, kmod instance's per-node driver status aggregated)"
   exit 0
 fi
 step "Running. Press Ctrl-C to stop and clean up."
