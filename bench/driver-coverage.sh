@@ -5,6 +5,7 @@
 # Writes (or replaces) the "## Driver coverage" section of docs/benchmarks.md.
 # Needs: cargo, hyperfine, curl, python3.
 set -euo pipefail
+LOAD="$(cut -d" " -f1-3 /proc/loadavg)"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -72,6 +73,8 @@ printf -v COVERAGE_CMD '%q ' "${COVERAGE[@]}"
 before="$(index_requests)"
 "${COVERAGE[@]}" > "$WORK/report.json"
 after="$(index_requests)"
+# One version, one arch: index.json and index.json.sig, nothing per kernel.
+[[ "$((after - before))" -eq 2 ]] || { echo "error: $((after - before)) index requests for one report (want 2)" >&2; exit 1; }
 python3 - "$WORK/report.json" "$NODES" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -85,7 +88,7 @@ hyperfine --warmup 2 --runs "$RUNS" --export-json "$WORK/coverage.json" \
 
 python3 - "$ROOT/docs/benchmarks.md" "$WORK/coverage.json" "$(nproc)" \
   "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" "$RUNS" "$NODES" \
-  "$((after - before))" "$(wc -l < "$WORK/files.txt")" "$WORK/report.json" <<'PY'
+  "$((after - before))" "$(wc -l < "$WORK/files.txt")" "$WORK/report.json" "$LOAD" <<'PY'
 import json, sys, re, datetime
 doc, res, nproc, cpu, runs, nodes, requests, files, report = sys.argv[1:10]
 d = {r["command"]: r for r in json.load(open(res))["results"]}
@@ -95,7 +98,8 @@ cov, head = d["coverage"], d["per-kernel-head"]
 section = f"""## Driver coverage
 
 Command: `bench/driver-coverage.sh` (hyperfine, {runs} runs after 2 warm-ups; `NODES=n`, `RUNS=n`).
-Machine: {nproc} CPUs, {cpu}; {datetime.date.today().isoformat()}.
+Machine: {nproc} CPUs, {cpu}; {datetime.date.today().isoformat()}; load average at the start
+{sys.argv[-1]} (shared with other builds: compare the ratios of one run).
 
 `falco-operator driver-coverage` on {nodes} synthetic Nodes (`kubectl get nodes -o json` format:
 500 distinct kernels, Ubuntu AWS and Amazon Linux 2) against this project's repository server on

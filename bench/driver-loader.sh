@@ -8,6 +8,7 @@
 # Writes (or replaces) the "## Driver loader" section of docs/benchmarks.md.
 # Needs: cargo, hyperfine, curl, python3. Host commands are not run (--dry-run).
 set -euo pipefail
+LOAD="$(cut -d" " -f1-3 /proc/loadavg)"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -61,7 +62,7 @@ hyperfine --warmup 3 --runs "$RUNS" --export-json "$WORK/printenv.json" \
   -n printenv "${LOADER_CMD} printenv" >&2
 
 python3 - "$ROOT/docs/benchmarks.md" "$WORK/download.json" "$WORK/printenv.json" "$(nproc)" \
-  "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" "$RUNS" "$WORK/cached.json" <<'PY'
+  "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" "$RUNS" "$WORK/cached.json" "$LOAD" <<'PY'
 import json, sys, re, datetime
 doc, dl, pe, nproc, cpu, runs, ca = sys.argv[1:8]
 d = {r["command"]: r for r in json.load(open(dl))["results"]}
@@ -75,7 +76,8 @@ dratio = loader["mean"] / durable["mean"]
 section = f"""## Driver loader
 
 Command: `bench/driver-loader.sh` (hyperfine, {runs} runs after 3 warm-ups; `RUNS=n` to change).
-Machine: {nproc} CPUs, {cpu}; {datetime.date.today().isoformat()}.
+Machine: {nproc} CPUs, {cpu}; {datetime.date.today().isoformat()}; load average at the start
+{sys.argv[-1]} (shared with other builds: compare the ratios of one run).
 
 Download + sha256 verification + atomic install (temp file, fsync, rename) of a 10 MiB driver
 from a loopback HTTP server (`python3 -m http.server`), by `falco-driver-loader install
