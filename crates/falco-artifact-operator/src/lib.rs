@@ -47,12 +47,24 @@
 //!
 //! # Atomicity
 //!
-//! Every file, the manifest included, is written to a temporary file in the same directory
-//! (`.falco-artifact-tmp.*`, created exclusively), fsynced, renamed over the target, and then the
-//! directory is fsynced. A kill at any moment leaves either the previous version or the new one,
-//! never half a file; a left-over temporary file is removed when the store is opened again.
-//! Archives are extracted into memory and fully validated ([`archive`]) before anything touches
-//! the disk, so a refused artifact writes nothing.
+//! Every file, the manifest included, is written to a temporary file in the staging directory
+//! `.falco-artifact-tmp/` of its own directory (`<pid>.<n>.<name>.part`, created exclusively),
+//! fsynced, renamed over the target, and then the directory is fsynced. The staging directory is
+//! a sub-directory (same file system: the rename is atomic) that Falco neither loads from nor
+//! watches: Falco loads every regular file of `config.d` and every `*.yaml`/`*.yml` of
+//! `rules.d`, but no sub-directory (see `docs/artifacts.md` for the lines of Falco's source). A
+//! kill at any moment leaves either the previous version or the new one, never half a file; a
+//! left-over temporary file is removed when the store is opened again. Archives are extracted
+//! into memory and fully validated ([`archive`]) before anything touches the disk, so a refused
+//! artifact writes nothing.
+//!
+//! # Reloads
+//!
+//! Falco's `watch_config_files` watches `rules.d` and `config.d` for created, moved and deleted
+//! files and reloads after 100 ms without a new event. A pass starts `--batch-window-ms` after
+//! the first change event, pulls and verifies everything first, and then renames all new files
+//! into place back to back ([`store::Store::put_many`]): a burst of artifact changes is one batch
+//! and one Falco reload (upstream falco-operator#410).
 //!
 //! # What is never touched
 //!
@@ -61,7 +73,7 @@
 //! crash or restart the sidecar still knows all its files: it removes the ones this node no
 //! longer needs (including files left under an old priority while it was down, upstream's
 //! problem 17) and refuses to overwrite or delete any file it did not write. Temporary files are
-//! recognised by their reserved prefix.
+//! recognised by their place, the staging directory.
 //!
 //! # OCI
 //!
