@@ -106,15 +106,20 @@ impl CosignPolicy {
 impl OciSource {
     fn new(oci: &OciArtifact, cosign: Option<CosignPolicy>) -> Self {
         let registry = oci.registry.clone().unwrap_or_default();
-        let host = registry
+        // As upstream: `registry.name` may carry a repository path prefix
+        // (`myreg.azurecr.io/falco`); the reference is `<name>/<repository>` and the host, which
+        // credentials and transport settings are for, is the part before the first `/`.
+        let name = registry
             .name
+            .map(|n| n.trim_end_matches('/').to_owned())
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| DEFAULT_REGISTRY.to_owned());
+        let host = name.split('/').next().unwrap_or(&name).to_owned();
         let pinned = oci.image.is_digest();
         let separator = if pinned { '@' } else { ':' };
         Self {
             reference: format!(
-                "{host}/{}{separator}{}",
+                "{name}/{}{separator}{}",
                 oci.image.repository, oci.image.tag
             ),
             host,
@@ -396,6 +401,34 @@ mod tests {
             priority: 50,
             selector: None,
         }
+    }
+
+    #[test]
+    fn a_registry_name_with_a_path_prefixes_the_repository_as_upstream() {
+        let source = |name: Option<&str>, repository: &str| {
+            OciSource::new(
+                &OciArtifact {
+                    image: ImageSpec {
+                        repository: repository.into(),
+                        tag: "1".into(),
+                    },
+                    registry: Some(RegistryConfig {
+                        name: name.map(str::to_owned),
+                        ..RegistryConfig::default()
+                    }),
+                },
+                None,
+            )
+        };
+        let s = source(Some("myreg.azurecr.io/falco"), "rules");
+        assert_eq!(s.reference, "myreg.azurecr.io/falco/rules:1");
+        assert_eq!(s.host, "myreg.azurecr.io");
+        let s = source(Some("127.0.0.1:5000/team/sub"), "team__x/rules");
+        assert_eq!(s.reference, "127.0.0.1:5000/team/sub/team__x/rules:1");
+        assert_eq!(s.host, "127.0.0.1:5000");
+        let s = source(None, "falcosecurity/rules/falco-rules");
+        assert_eq!(s.reference, "ghcr.io/falcosecurity/rules/falco-rules:1");
+        assert_eq!(s.host, "ghcr.io");
     }
 
     #[test]
