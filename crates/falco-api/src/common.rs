@@ -120,8 +120,11 @@ pub struct RegistryConfig {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegistryAuth {
-    /// Secret in the artifact's namespace with keys `username` and `password` (a token may go in
-    /// `password`). The Secret is read by name; it is never listed or cached cluster-wide.
+    /// Secret in the artifact's namespace: keys `username` and `password` (a token alone in
+    /// `password` is sent as a bearer token), or an image-pull Secret of type
+    /// `kubernetes.io/dockerconfigjson` or `kubernetes.io/dockercfg` whose entry for the registry
+    /// host is used (matched as the kubelet does). The Secret is read by name; it is never listed
+    /// or cached cluster-wide.
     pub secret_ref: SecretRef,
 }
 

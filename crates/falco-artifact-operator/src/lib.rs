@@ -85,7 +85,9 @@
 //! calls to a registry that answers without an auth challenge (it has no token to cache); the
 //! ping carries no data. Transient answers (429, 5xx, connection errors) are retried with
 //! exponential backoff and jitter. Credentials: a Secret with `username` and `password` is basic
-//! auth (and the registry's token exchange); a Secret with only `password` is a bearer token.
+//! auth (and the registry's token exchange); a Secret with only `password` is a bearer token; a
+//! `kubernetes.io/dockerconfigjson` or `kubernetes.io/dockercfg` Secret gives the entry matching
+//! the registry host as the kubelet matches them ([`dockercfg`]).
 //! TLS is verified against the system roots plus `--registry-ca-file`; plain HTTP only for a
 //! registry named by the CR's `plainHTTP` or `--insecure-registry`.
 //!
@@ -168,6 +170,7 @@
 pub mod archive;
 pub mod cli;
 pub mod cosign;
+pub mod dockercfg;
 pub mod http;
 pub mod index;
 pub mod metrics;

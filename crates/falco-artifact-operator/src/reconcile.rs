@@ -65,6 +65,9 @@ pub struct OciSource {
     pub reference: String,
     /// Registry `host[:port]`.
     pub host: String,
+    /// The repository path after the host (`registry.name`'s path prefix included), for
+    /// matching image-pull Secret keys.
+    pub path: String,
     /// Whether the reference pins a digest.
     pub pinned: bool,
     /// Reach the registry over plain HTTP.
@@ -115,6 +118,10 @@ impl OciSource {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| DEFAULT_REGISTRY.to_owned());
         let host = name.split('/').next().unwrap_or(&name).to_owned();
+        let path = match name.split_once('/') {
+            Some((_, prefix)) => format!("{prefix}/{}", oci.image.repository),
+            None => oci.image.repository.clone(),
+        };
         let pinned = oci.image.is_digest();
         let separator = if pinned { '@' } else { ':' };
         Self {
@@ -123,6 +130,7 @@ impl OciSource {
                 oci.image.repository, oci.image.tag
             ),
             host,
+            path,
             pinned,
             plain_http: registry.plain_http.unwrap_or(false),
             insecure_skip_verify: registry.tls.is_some_and(|t| t.insecure_skip_verify),
@@ -423,6 +431,7 @@ mod tests {
         let s = source(Some("myreg.azurecr.io/falco"), "rules");
         assert_eq!(s.reference, "myreg.azurecr.io/falco/rules:1");
         assert_eq!(s.host, "myreg.azurecr.io");
+        assert_eq!(s.path, "falco/rules");
         let s = source(Some("127.0.0.1:5000/team/sub"), "team__x/rules");
         assert_eq!(s.reference, "127.0.0.1:5000/team/sub/team__x/rules:1");
         assert_eq!(s.host, "127.0.0.1:5000");

@@ -757,6 +757,45 @@ impl Controller {
                 detail: "not found in the artifact's namespace".into(),
                 missing_key: false,
             })?;
+        let pull_secret = match secret.type_.as_deref() {
+            Some(crate::dockercfg::DOCKER_CONFIG_JSON_TYPE) => {
+                Some((crate::dockercfg::DOCKER_CONFIG_JSON_KEY, false))
+            }
+            Some(crate::dockercfg::DOCKERCFG_TYPE) => Some((crate::dockercfg::DOCKERCFG_KEY, true)),
+            _ => None,
+        };
+        if let Some((key, legacy)) = pull_secret {
+            let reference = |detail: String| Error::Reference {
+                kind: "Secret",
+                name: name.clone(),
+                detail,
+                missing_key: true,
+            };
+            let content = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|v| v.0.clone())
+                .or_else(|| {
+                    secret
+                        .string_data
+                        .as_ref()
+                        .and_then(|d| d.get(key))
+                        .map(|v| v.clone().into_bytes())
+                })
+                .ok_or_else(|| reference(format!("needs key {key:?}")))?;
+            return match crate::dockercfg::credentials(&content, legacy, &source.host, &source.path)
+            {
+                Ok(Some(auth)) => Ok(auth),
+                Ok(None) => Err(reference(format!(
+                    "has no credentials for registry {} (repository {}); its registries: {:?}",
+                    source.host,
+                    source.path,
+                    crate::dockercfg::keys(&content, legacy)
+                ))),
+                Err(e) => Err(reference(format!("{key}: {e}"))),
+            };
+        }
         let field = |key: &str| {
             secret
                 .data

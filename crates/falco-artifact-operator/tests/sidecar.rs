@@ -1442,3 +1442,122 @@ async fn falco_sees_only_whole_files_and_a_burst_lands_as_one_batch() {
         assert_eq!(left, 0, "{sub}");
     }
 }
+
+/// Issue 14 item 4: the image-pull Secrets clusters already hold. A `dockerconfigjson` Secret
+/// whose `auths` names the registry host, and a legacy `dockercfg` Secret whose key carries a
+/// scheme and a repository path prefix, both authenticate; a `dockerconfigjson` for another
+/// registry is refused with `SecretKeyMissing` naming the registries it has. Then the
+/// `tls.insecureSkipVerify` path: a TLS registry whose CA the sidecar does not trust is refused
+/// with `TLSVerificationFailed`, and accepted with `insecureSkipVerify`.
+#[tokio::test]
+async fn image_pull_secrets_match_by_host_and_insecure_skip_verify() {
+    let cluster = Cluster::new("pullsecret").await;
+    let registry = Registry::start(RegistryOptions {
+        credentials: Some(("falco".into(), "s3cret".into())),
+        tls: false,
+    });
+    registry
+        .push_rules("falco/rules:1", b"- list: private\n  items: []\n")
+        .await;
+    let tls = Registry::start(RegistryOptions {
+        credentials: None,
+        tls: true,
+    });
+    tls.push_rules("falco/rules:1", b"- list: tls\n  items: []\n")
+        .await;
+    let node = cluster.node("n", &[]).await;
+    let auth = base64::engine::general_purpose::STANDARD.encode("falco:s3cret");
+    let secrets: Api<Secret> = cluster.api();
+    for (name, type_, key, content) in [
+        (
+            "json",
+            "kubernetes.io/dockerconfigjson",
+            ".dockerconfigjson",
+            json!({"auths": {
+                "ghcr.io": {"auth": "Z2hjcjp4"},
+                registry.host.clone(): {"auth": auth},
+            }}),
+        ),
+        (
+            "legacy",
+            "kubernetes.io/dockercfg",
+            ".dockercfg",
+            json!({format!("http://{}/falco", registry.host): {"username": "falco", "password": "s3cret"}}),
+        ),
+        (
+            "other",
+            "kubernetes.io/dockerconfigjson",
+            ".dockerconfigjson",
+            json!({"auths": {"quay.io": {"auth": auth}}}),
+        ),
+    ] {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name}, "type": type_,
+            "stringData": {key: content.to_string()},
+        }))
+        .unwrap();
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+    let with_secret = |secret: &str| {
+        json!({"ociArtifact": {"image": {"repository": "falco/rules", "tag": "1"},
+            "registry": {"name": registry.host, "plainHTTP": true, "auth": {"secretRef": {"name": secret}}}}})
+    };
+    for name in ["json", "legacy", "other"] {
+        cluster
+            .apply::<Rulesfile>(rulesfile(name, with_secret(name)))
+            .await;
+    }
+    let tls_rules = |skip: bool| {
+        json!({"ociArtifact": {"image": {"repository": "falco/rules", "tag": "1"},
+            "registry": {"name": tls.host, "tls": {"insecureSkipVerify": skip}}}})
+    };
+    cluster
+        .apply::<Rulesfile>(rulesfile("tls-verified", tls_rules(false)))
+        .await;
+    cluster
+        .apply::<Rulesfile>(rulesfile("tls-skip", tls_rules(true)))
+        .await;
+
+    let mut sidecar = Sidecar::start(&cluster.ns, &node, &[]);
+    sidecar.wait_ready().await;
+    for name in ["json", "legacy", "tls-skip"] {
+        cluster
+            .wait_programmed(&node, "Rulesfile", name, "True")
+            .await;
+    }
+    assert_eq!(
+        read(sidecar.dir("rules.d/50-01-json-oci.yaml")),
+        "- list: private\n  items: []\n"
+    );
+    assert_eq!(
+        read(sidecar.dir("rules.d/50-01-tls-skip-oci.yaml")),
+        "- list: tls\n  items: []\n"
+    );
+    let other = cluster
+        .wait_reason(&node, "other", "SecretKeyMissing")
+        .await;
+    let message = &other
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Programmed")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains(&registry.host) && message.contains("quay.io"),
+        "{message}"
+    );
+    cluster
+        .wait_reason(&node, "tls-verified", "TLSVerificationFailed")
+        .await;
+    assert_eq!(
+        sidecar.files("rules.d"),
+        [
+            "50-01-json-oci.yaml",
+            "50-01-legacy-oci.yaml",
+            "50-01-tls-skip-oci.yaml"
+        ]
+    );
+}
