@@ -128,7 +128,7 @@
 //! - its status lists, per artifact selecting the node, the generation seen, the OCI digest
 //!   installed, the files and the `Programmed` / `ResolvedRefs` conditions with a reason a
 //!   person can act on (`AuthenticationFailed`, `ArtifactNotFound`, `WrongMediaType`,
-//!   `SignatureMissing`, `SignatureInvalid`, `InvalidArchive`, `SecretNotFound`,
+//!   `SignatureMissing`, `SignatureInvalid`, `InvalidArchive`, `InvalidRulesfile`, `SecretNotFound`,
 //!   `ConfigMapKeyMissing`, `RegistryUnavailable`, … see [`Error::reason`]);
 //! - written with server-side apply by that node's sidecar only, and only when its content
 //!   changes (transition times move only when a status does);
@@ -176,6 +176,7 @@ pub mod index;
 pub mod metrics;
 pub mod oci;
 pub mod reconcile;
+pub mod rules;
 pub mod selector;
 pub mod status;
 pub mod store;
@@ -310,6 +311,14 @@ pub enum Error {
         /// The key that is missing, if the object exists.
         missing_key: bool,
     },
+    /// A rules file is not YAML or not a Falco rules document; it was not written.
+    #[error("{medium} rules are not a Falco rules file, {refusal}; the previous file stays")]
+    InvalidRules {
+        /// Where the content came from (`inline`, `configmap`, `oci`).
+        medium: &'static str,
+        /// What is wrong, and where.
+        refusal: rules::Refusal,
+    },
     /// A Kubernetes API call failed.
     #[error("kubernetes API, {step}: {source}")]
     Kube {
@@ -358,6 +367,7 @@ impl Error {
             } => "ConfigMapNotFound",
             Self::Reference { .. } => "ConfigMapKeyMissing",
             Self::Kube { .. } => "KubernetesAPIError",
+            Self::InvalidRules { .. } => "InvalidRulesfile",
         }
     }
 
@@ -382,6 +392,7 @@ impl Error {
         "ConfigMapNotFound",
         "ConfigMapKeyMissing",
         "KubernetesAPIError",
+        "InvalidRulesfile",
     ];
 
     /// Whether the error concerns a referenced object (the `ResolvedRefs` condition).

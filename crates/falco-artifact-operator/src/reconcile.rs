@@ -270,6 +270,18 @@ fn yaml_of(value: &serde_json::Value, what: &'static str) -> Result<Vec<u8>> {
         })
 }
 
+/// A rules file is checked before it is written ([`crate::rules`]); other kinds pass.
+pub fn checked(kind: Kind, medium: Medium, data: Vec<u8>) -> Result<Vec<u8>> {
+    if kind != Kind::Rulesfile {
+        return Ok(data);
+    }
+    crate::rules::check(&data).map_err(|refusal| Error::InvalidRules {
+        medium: medium.as_str(),
+        refusal,
+    })?;
+    Ok(data)
+}
+
 fn config_map_data(name: &str, config_map: Option<&ConfigMap>, key: &str) -> Result<Vec<u8>> {
     let reference = |detail: String, missing_key| Error::Reference {
         kind: "ConfigMap",
@@ -315,7 +327,7 @@ pub fn build(artifact: &Artifact, config_map: Option<&ConfigMap>) -> Plan {
     if let Some(value) = &artifact.inline {
         let key = ArtifactKey::new(kind, name, Medium::Inline);
         keys.push(key.clone());
-        match yaml_of(value, inline_what) {
+        match yaml_of(value, inline_what).and_then(|d| checked(kind, Medium::Inline, d)) {
             Ok(data) => files.push(PlannedFile { key, data }),
             Err(e) => errors.push(e),
         }
@@ -323,7 +335,9 @@ pub fn build(artifact: &Artifact, config_map: Option<&ConfigMap>) -> Plan {
     if let Some(cm_name) = &artifact.config_map {
         let key = ArtifactKey::new(kind, name, Medium::ConfigMap);
         keys.push(key.clone());
-        match config_map_data(cm_name, config_map, cm_key) {
+        match config_map_data(cm_name, config_map, cm_key)
+            .and_then(|d| checked(kind, Medium::ConfigMap, d))
+        {
             Ok(data) => files.push(PlannedFile { key, data }),
             Err(e) => errors.push(e),
         }
@@ -441,9 +455,40 @@ mod tests {
     }
 
     #[test]
+    fn a_broken_rules_file_is_refused_before_it_is_planned() {
+        let mut s = spec();
+        s.config_map_ref = Some(ConfigMapRef { name: "cm".into() });
+        s.inline_rules = Some(serde_json::json!([{"macro": "m"}]));
+        let artifact = rulesfile(s);
+        let cm = ConfigMap {
+            data: Some(
+                [(
+                    "rules.yaml".to_owned(),
+                    "- list: l\n  items: [a\n".to_owned(),
+                )]
+                .into(),
+            ),
+            ..ConfigMap::default()
+        };
+        let plan = build(&artifact, Some(&cm));
+        assert!(plan.files.is_empty(), "nothing to write");
+        let reasons: Vec<_> = plan.errors.iter().map(Error::reason).collect();
+        assert_eq!(reasons, ["InvalidRulesfile", "InvalidRulesfile"]);
+        let messages: Vec<String> = plan.errors.iter().map(ToString::to_string).collect();
+        assert!(
+            messages[0].contains("inline rules") && messages[0].contains("line 1 column 1"),
+            "{messages:?}"
+        );
+        assert!(
+            messages[1].contains("configmap rules") && messages[1].contains("not YAML"),
+            "{messages:?}"
+        );
+    }
+
+    #[test]
     fn every_source_becomes_a_file_or_an_error() {
         let mut s = spec();
-        s.inline_rules = Some(serde_json::json!([{"rule": "r", "condition": "evt.num > 0"}]));
+        s.inline_rules = Some(serde_json::json!([{"macro": "r", "condition": "evt.num > 0"}]));
         s.config_map_ref = Some(ConfigMapRef { name: "cm".into() });
         s.oci_artifact = Some(OciArtifact {
             image: ImageSpec {
@@ -461,7 +506,7 @@ mod tests {
         assert_eq!(plan.priority, 50);
         assert_eq!(plan.keys.len(), 3);
         assert_eq!(plan.files.len(), 1);
-        assert!(String::from_utf8_lossy(&plan.files[0].data).contains("rule: r"));
+        assert!(String::from_utf8_lossy(&plan.files[0].data).contains("macro: r"));
         assert_eq!(plan.errors.len(), 1);
         assert_eq!(plan.errors[0].reason(), "ConfigMapNotFound");
         let (_, source, _) = plan.oci.unwrap();
@@ -479,7 +524,13 @@ mod tests {
             build(&artifact, Some(&cm)).errors[0].reason(),
             "ConfigMapKeyMissing"
         );
-        cm.data = Some([("rules.yaml".to_owned(), "- rule: cm".to_owned())].into());
+        cm.data = Some(
+            [(
+                "rules.yaml".to_owned(),
+                "- rule: cm\n  enabled: false\n".to_owned(),
+            )]
+            .into(),
+        );
         let plan = build(&artifact, Some(&cm));
         assert!(plan.errors.is_empty());
         assert_eq!(plan.files.len(), 2);

@@ -684,7 +684,9 @@ impl Controller {
             })
             .inc();
         let write = match pulled {
-            Some(p) => {
+            Some(mut p) => {
+                // Checked before anything is written: the previous file stays.
+                p.file.data = reconcile::checked(key.kind, store::Medium::Oci, p.file.data)?;
                 let mode = if key.kind == Kind::PluginBinary {
                     0o755
                 } else {

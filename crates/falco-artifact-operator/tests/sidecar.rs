@@ -383,7 +383,10 @@ async fn every_source_priority_order_updates_and_removal() {
     let cluster = Cluster::new("sources").await;
     let registry = Registry::start(RegistryOptions::default());
     registry
-        .push_rules("falco/rules:1", b"- rule: from-oci\n")
+        .push_rules(
+            "falco/rules:1",
+            b"- macro: from-oci\n  condition: evt.num > 0\n",
+        )
         .await;
     registry
         .push(
@@ -398,7 +401,7 @@ async fn every_source_priority_order_updates_and_removal() {
     cms.create(
         &PostParams::default(),
         &serde_json::from_value(
-            json!({"metadata": {"name": "rules-cm"}, "data": {"rules.yaml": "- rule: from-cm\n"}}),
+            json!({"metadata": {"name": "rules-cm"}, "data": {"rules.yaml": "- macro: from-cm\n  condition: evt.num > 0\n"}}),
         )
         .unwrap(),
     )
@@ -461,11 +464,11 @@ async fn every_source_priority_order_updates_and_removal() {
     assert_eq!(sidecar.files("plugins"), ["json.so"]);
     assert_eq!(
         read(sidecar.dir("rules.d/10-01-r-oci.yaml")),
-        "- rule: from-oci\n"
+        "- macro: from-oci\n  condition: evt.num > 0\n"
     );
     assert_eq!(
         read(sidecar.dir("rules.d/10-02-r-configmap.yaml")),
-        "- rule: from-cm\n"
+        "- macro: from-cm\n  condition: evt.num > 0\n"
     );
     assert!(read(sidecar.dir("rules.d/10-03-r-inline.yaml")).contains("macro: m"));
     assert!(read(sidecar.dir("config.d/20-03-c-inline.yaml")).contains("json_output: true"));
@@ -531,7 +534,9 @@ async fn every_source_priority_order_updates_and_removal() {
     cms.patch(
         "rules-cm",
         &PatchParams::default(),
-        &Patch::Merge(json!({"data": {"rules.yaml": "- rule: from-cm-v2\n"}})),
+        &Patch::Merge(
+            json!({"data": {"rules.yaml": "- macro: from-cm-v2\n  condition: evt.num > 0\n"}}),
+        ),
     )
     .await
     .unwrap();
@@ -543,13 +548,13 @@ async fn every_source_priority_order_updates_and_removal() {
                 "30-03-r-inline.yaml",
             ]
             && std::fs::read_to_string(sidecar.dir("rules.d/30-02-r-configmap.yaml")).ok()?
-                == "- rule: from-cm-v2\n")
+                == "- macro: from-cm-v2\n  condition: evt.num > 0\n")
             .then_some(())
     })
     .await;
     assert_eq!(
         read(sidecar.dir("rules.d/30-01-r-oci.yaml")),
-        "- rule: from-oci\n"
+        "- macro: from-oci\n  condition: evt.num > 0\n"
     );
 
     // Deletion removes the files; the plugins configuration goes with the last plugin.
@@ -570,7 +575,7 @@ async fn every_source_priority_order_updates_and_removal() {
     // Files the sidecar did not write are never touched.
     std::fs::write(
         sidecar.dir("rules.d/00-packaged.yaml"),
-        "- rule: packaged\n",
+        "- macro: packaged\n  condition: evt.num > 0\n",
     )
     .unwrap();
     cluster
@@ -641,7 +646,10 @@ async fn update_by_tag_and_by_digest() {
     let cluster = Cluster::new("update").await;
     let registry = Registry::start(RegistryOptions::default());
     let d1 = registry
-        .push_rules("falco/rules:stable", b"- rule: v1\n")
+        .push_rules(
+            "falco/rules:stable",
+            b"- macro: v1\n  condition: evt.num > 0\n",
+        )
         .await;
     let node = cluster.node("n", &[]).await;
     cluster
@@ -653,14 +661,21 @@ async fn update_by_tag_and_by_digest() {
     let mut sidecar = Sidecar::start(&cluster.ns, &node, &["--oci-resync-seconds", "1"]);
     sidecar.wait_ready().await;
     let path = sidecar.dir("rules.d/50-01-r-oci.yaml");
-    assert_eq!(read(path.clone()), "- rule: v1\n");
+    assert_eq!(
+        read(path.clone()),
+        "- macro: v1\n  condition: evt.num > 0\n"
+    );
 
     // The tag moves: the periodic check notices it.
     let d2 = registry
-        .push_rules("falco/rules:stable", b"- rule: v2\n")
+        .push_rules(
+            "falco/rules:stable",
+            b"- macro: v2\n  condition: evt.num > 0\n",
+        )
         .await;
     wait_for("tag update", || async {
-        (std::fs::read_to_string(&path).ok()? == "- rule: v2\n").then_some(())
+        (std::fs::read_to_string(&path).ok()? == "- macro: v2\n  condition: evt.num > 0\n")
+            .then_some(())
     })
     .await;
     // The generation does not move with a tag: wait for the record to name the new digest
@@ -691,7 +706,8 @@ async fn update_by_tag_and_by_digest() {
         ))
         .await;
     wait_for("digest pin", || async {
-        (std::fs::read_to_string(&path).ok()? == "- rule: v1\n").then_some(())
+        (std::fs::read_to_string(&path).ok()? == "- macro: v1\n  condition: evt.num > 0\n")
+            .then_some(())
     })
     .await;
 }
@@ -704,7 +720,10 @@ async fn failures_are_reported_and_write_nothing() {
         tls: false,
     });
     registry
-        .push_rules("falco/rules:1", b"- rule: private\n")
+        .push_rules(
+            "falco/rules:1",
+            b"- macro: private\n  condition: evt.num > 0\n",
+        )
         .await;
     registry
         .push(
@@ -811,15 +830,24 @@ async fn signatures_valid_invalid_and_missing() {
     let (key, public_pem) = key_pair();
     let (stranger, _) = key_pair();
     let good = registry
-        .push_rules("falco/good:1", b"- rule: signed\n")
+        .push_rules(
+            "falco/good:1",
+            b"- macro: signed\n  condition: evt.num > 0\n",
+        )
         .await;
     sign(&registry, "falco/good", &good, &key).await;
     let bad = registry
-        .push_rules("falco/bad:1", b"- rule: forged\n")
+        .push_rules(
+            "falco/bad:1",
+            b"- macro: forged\n  condition: evt.num > 0\n",
+        )
         .await;
     sign(&registry, "falco/bad", &bad, &stranger).await;
     registry
-        .push_rules("falco/unsigned:1", b"- rule: unsigned\n")
+        .push_rules(
+            "falco/unsigned:1",
+            b"- macro: unsigned\n  condition: evt.num > 0\n",
+        )
         .await;
     let node = cluster.node("n", &[]).await;
     for repo in ["good", "bad", "unsigned"] {
@@ -901,11 +929,17 @@ async fn keyless_signatures_checked_against_an_offline_trusted_root() {
     let signer = fulcio.leaf(IDENTITY, ISSUER, NOT_BEFORE, NOT_AFTER);
     let impostor = fulcio.leaf("mallory@example.com", ISSUER, NOT_BEFORE, NOT_AFTER);
     let good = registry
-        .push_rules("falco/keyless:1", b"- rule: keyless\n")
+        .push_rules(
+            "falco/keyless:1",
+            b"- macro: keyless\n  condition: evt.num > 0\n",
+        )
         .await;
     sign_keyless(&registry, &fulcio, &signer, "falco/keyless", &good).await;
     let forged = registry
-        .push_rules("falco/impostor:1", b"- rule: impostor\n")
+        .push_rules(
+            "falco/impostor:1",
+            b"- macro: impostor\n  condition: evt.num > 0\n",
+        )
         .await;
     sign_keyless(&registry, &fulcio, &impostor, "falco/impostor", &forged).await;
     let node = cluster.node("n", &[]).await;
@@ -1559,5 +1593,108 @@ async fn image_pull_secrets_match_by_host_and_insecure_skip_verify() {
             "50-01-legacy-oci.yaml",
             "50-01-tls-skip-oci.yaml"
         ]
+    );
+}
+
+fn programmed_message(entry: &NodeArtifact) -> String {
+    entry
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Programmed")
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+/// Issue 14 item 7: a Rulesfile whose content is not YAML, or not a Falco rules document, is
+/// refused before it is written, from every source: the node keeps the previous good file and
+/// the record says `InvalidRulesfile` with the line and column.
+#[tokio::test]
+async fn a_broken_rules_file_never_replaces_a_good_one() {
+    let cluster = Cluster::new("badrules").await;
+    let registry = Registry::start(RegistryOptions::default());
+    let good = "- list: good\n  items: [a]\n";
+    registry.push_rules("falco/rules:1", good.as_bytes()).await;
+    registry
+        .push_rules("falco/rules:2", b"- list: broken\n  items: [a\n")
+        .await;
+    let node = cluster.node("n", &[]).await;
+    let cms: Api<ConfigMap> = cluster.api();
+    let cm = |rules: &str| -> ConfigMap {
+        serde_json::from_value(
+            json!({"metadata": {"name": "rules-cm"}, "data": {"rules.yaml": rules}}),
+        )
+        .unwrap()
+    };
+    cms.create(&PostParams::default(), &cm(good)).await.unwrap();
+    cluster
+        .apply::<Rulesfile>(rulesfile(
+            "oci",
+            json!({"ociArtifact": oci(&registry, "falco/rules", "1")}),
+        ))
+        .await;
+    cluster
+        .apply::<Rulesfile>(rulesfile(
+            "cm",
+            json!({"configMapRef": {"name": "rules-cm"}}),
+        ))
+        .await;
+    cluster
+        .apply::<Rulesfile>(rulesfile(
+            "inline",
+            json!({"inlineRules": [{"list": "l", "items": ["a"]}]}),
+        ))
+        .await;
+    let mut sidecar = Sidecar::start(&cluster.ns, &node, &[]);
+    sidecar.wait_ready().await;
+    for name in ["oci", "cm", "inline"] {
+        cluster
+            .wait_programmed(&node, "Rulesfile", name, "True")
+            .await;
+    }
+    let inline_before = read(sidecar.dir("rules.d/50-03-inline-inline.yaml"));
+
+    // Broken versions from every source.
+    cluster
+        .apply::<Rulesfile>(rulesfile(
+            "oci",
+            json!({"ociArtifact": oci(&registry, "falco/rules", "2")}),
+        ))
+        .await;
+    cms.replace(
+        "rules-cm",
+        &PostParams::default(),
+        &cm("- list: l\n  items: [a]\n\n- rule: r\n  desc: d\n  condition: c\n"),
+    )
+    .await
+    .unwrap();
+    cluster
+        .apply::<Rulesfile>(rulesfile(
+            "inline",
+            json!({"inlineRules": {"rule": "not a list"}}),
+        ))
+        .await;
+    let oci_entry = cluster.wait_reason(&node, "oci", "InvalidRulesfile").await;
+    let message = programmed_message(&oci_entry);
+    assert!(
+        message.contains("not YAML") && message.contains("line "),
+        "{message}"
+    );
+    let cm_entry = cluster.wait_reason(&node, "cm", "InvalidRulesfile").await;
+    let message = programmed_message(&cm_entry);
+    assert!(
+        message.contains("line 4 column 1") && message.contains("lacks output, priority"),
+        "{message}"
+    );
+    let inline_entry = cluster
+        .wait_reason(&node, "inline", "InvalidRulesfile")
+        .await;
+    let message = programmed_message(&inline_entry);
+    assert!(message.contains("line 1 column 1"), "{message}");
+    // The previous good files stay, byte for byte.
+    assert_eq!(read(sidecar.dir("rules.d/50-01-oci-oci.yaml")), good);
+    assert_eq!(read(sidecar.dir("rules.d/50-02-cm-configmap.yaml")), good);
+    assert_eq!(
+        read(sidecar.dir("rules.d/50-03-inline-inline.yaml")),
+        inline_before
     );
 }
