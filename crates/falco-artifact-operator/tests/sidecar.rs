@@ -19,7 +19,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use p256::ecdsa::signature::Signer;
 use serde_json::json;
-use support::{Registry, RegistryOptions, keyless, tar_gz, traversal_tar_gz};
+use support::{Proxy, Registry, RegistryOptions, keyless, tar_gz, traversal_tar_gz};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -1697,4 +1697,52 @@ async fn a_broken_rules_file_never_replaces_a_good_one() {
         read(sidecar.dir("rules.d/50-03-inline-inline.yaml")),
         inline_before
     );
+}
+
+/// Issue 14 item 4, the bearer path: a Secret with only `password` is sent as
+/// `Authorization: Bearer <token>` on the registry requests (seen by a loopback proxy in front
+/// of the registry), and the artifact installs.
+#[tokio::test]
+async fn a_password_only_secret_is_sent_as_a_bearer_token() {
+    let cluster = Cluster::new("bearer").await;
+    let registry = Registry::start(RegistryOptions::default());
+    registry
+        .push_rules("falco/rules:1", b"- list: bearer\n  items: []\n")
+        .await;
+    let proxy = Proxy::start(&registry.host, 0, 0).await;
+    let node = cluster.node("n", &[]).await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "token"}, "stringData": {"password": "t0ken"},
+    }))
+    .unwrap();
+    cluster
+        .api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    cluster
+        .apply::<Rulesfile>(rulesfile(
+            "r",
+            json!({"ociArtifact": {"image": {"repository": "falco/rules", "tag": "1"},
+                "registry": {"name": proxy.host, "plainHTTP": true, "auth": {"secretRef": {"name": "token"}}}}}),
+        ))
+        .await;
+    let mut sidecar = Sidecar::start(&cluster.ns, &node, &[]);
+    sidecar.wait_ready().await;
+    cluster
+        .wait_programmed(&node, "Rulesfile", "r", "True")
+        .await;
+    let manifest_requests: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.path.contains("/manifests/"))
+        .collect();
+    assert!(!manifest_requests.is_empty());
+    for seen in &manifest_requests {
+        assert_eq!(
+            seen.authorization.as_deref(),
+            Some("Bearer t0ken"),
+            "{seen:?}"
+        );
+    }
 }
