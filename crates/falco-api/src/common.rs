@@ -50,12 +50,19 @@ pub struct OciArtifact {
 pub struct ImageSpec {
     /// Repository path inside the registry, e.g. `falcosecurity/rules/falco-rules`.
     ///
-    /// Stricter than upstream: it must follow the OCI repository grammar (lowercase, no tag or
-    /// digest), so a typo is refused at apply time instead of failing every pull.
+    /// Stricter than upstream: it must follow the OCI distribution grammar for repository names
+    /// (lowercase components separated by `/`; inside a component `.`, `_`, `__` or runs of `-`),
+    /// and must not start with a registry host (a first component with a `.`, or `localhost`,
+    /// followed by `/`), so a typo is refused at apply time instead of failing every pull.
     #[x_kube(validation = Rule::new(
-        "self.matches('^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$')"
+        "self.matches('^[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*)*$')"
     ).message(
         "repository must be an OCI repository path such as falcosecurity/rules/falco-rules: lowercase, without registry host, tag or digest (put the tag in image.tag and the host in registry.name)"
+    ))]
+    #[x_kube(validation = Rule::new(
+        "!self.matches('^([^/]*[.][^/]*|localhost)/')"
+    ).message(
+        "repository must not start with a registry host: put the host in registry.name (e.g. registry.name: ghcr.io, repository: falcosecurity/rules/falco-rules)"
     ))]
     #[schemars(length(min = 1, max = 255))]
     pub repository: String,
@@ -86,10 +93,17 @@ impl ImageSpec {
 #[x_kube(validation = Rule::new("!(has(self.plainHTTP) && self.plainHTTP && has(self.tls))")
     .message("plainHTTP and tls are mutually exclusive"))]
 pub struct RegistryConfig {
-    /// Registry host and optional port, e.g. `ghcr.io` or `registry.local:5000`.
+    /// Registry host and optional port, e.g. `ghcr.io` or `registry.local:5000`, optionally
+    /// followed by a repository path prefix, e.g. `myreg.azurecr.io/falco`. As upstream, the
+    /// artifact's reference is `<name>/<repository>`: `myreg.azurecr.io/falco` with repository
+    /// `rules` pulls `myreg.azurecr.io/falco/rules`. Credentials, `plainHTTP` and TLS apply to the
+    /// host (the part before the first `/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("!self.contains('/')")
-        .message("registry.name is a host[:port], without scheme or path"))]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]+)?(/[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*)*$')"
+    ).message(
+        "registry.name is a host[:port], optionally followed by a repository path prefix (myreg.azurecr.io/falco), without scheme"
+    ))]
     pub name: Option<String>,
     /// Credentials for the registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -106,8 +120,11 @@ pub struct RegistryConfig {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegistryAuth {
-    /// Secret in the artifact's namespace with keys `username` and `password` (a token may go in
-    /// `password`). The Secret is read by name; it is never listed or cached cluster-wide.
+    /// Secret in the artifact's namespace: keys `username` and `password` (a token alone in
+    /// `password` is sent as a bearer token), or an image-pull Secret of type
+    /// `kubernetes.io/dockerconfigjson` or `kubernetes.io/dockercfg` whose entry for the registry
+    /// host is used (matched as the kubelet does). The Secret is read by name; it is never listed
+    /// or cached cluster-wide.
     pub secret_ref: SecretRef,
 }
 

@@ -60,6 +60,10 @@ pub struct RunArgs {
     /// the instance operator for Falco with spec.driver kmod or auto)
     #[arg(long, env = "DRIVER_STATUS_FILE", value_name = "FILE")]
     pub driver_status_file: Option<PathBuf>,
+    /// Milliseconds a sync pass waits after the first change, so that artifacts changed
+    /// together are written as one batch and Falco reloads once
+    #[arg(long, env = "BATCH_WINDOW_MS", default_value_t = 500)]
+    pub batch_window_ms: u64,
 }
 
 /// `pull`.

@@ -47,12 +47,24 @@
 //!
 //! # Atomicity
 //!
-//! Every file, the manifest included, is written to a temporary file in the same directory
-//! (`.falco-artifact-tmp.*`, created exclusively), fsynced, renamed over the target, and then the
-//! directory is fsynced. A kill at any moment leaves either the previous version or the new one,
-//! never half a file; a left-over temporary file is removed when the store is opened again.
-//! Archives are extracted into memory and fully validated ([`archive`]) before anything touches
-//! the disk, so a refused artifact writes nothing.
+//! Every file, the manifest included, is written to a temporary file in the staging directory
+//! `.falco-artifact-tmp/` of its own directory (`<pid>.<n>.<name>.part`, created exclusively),
+//! fsynced, renamed over the target, and then the directory is fsynced. The staging directory is
+//! a sub-directory (same file system: the rename is atomic) that Falco neither loads from nor
+//! watches: Falco loads every regular file of `config.d` and every `*.yaml`/`*.yml` of
+//! `rules.d`, but no sub-directory (see `docs/artifacts.md` for the lines of Falco's source). A
+//! kill at any moment leaves either the previous version or the new one, never half a file; a
+//! left-over temporary file is removed when the store is opened again. Archives are extracted
+//! into memory and fully validated ([`archive`]) before anything touches the disk, so a refused
+//! artifact writes nothing.
+//!
+//! # Reloads
+//!
+//! Falco's `watch_config_files` watches `rules.d` and `config.d` for created, moved and deleted
+//! files and reloads after 100 ms without a new event. A pass starts `--batch-window-ms` after
+//! the first change event, pulls and verifies everything first, and then renames all new files
+//! into place back to back ([`store::Store::put_many`]): a burst of artifact changes is one batch
+//! and one Falco reload (upstream falco-operator#410).
 //!
 //! # What is never touched
 //!
@@ -61,7 +73,7 @@
 //! crash or restart the sidecar still knows all its files: it removes the ones this node no
 //! longer needs (including files left under an old priority while it was down, upstream's
 //! problem 17) and refuses to overwrite or delete any file it did not write. Temporary files are
-//! recognised by their reserved prefix.
+//! recognised by their place, the staging directory.
 //!
 //! # OCI
 //!
@@ -73,7 +85,9 @@
 //! calls to a registry that answers without an auth challenge (it has no token to cache); the
 //! ping carries no data. Transient answers (429, 5xx, connection errors) are retried with
 //! exponential backoff and jitter. Credentials: a Secret with `username` and `password` is basic
-//! auth (and the registry's token exchange); a Secret with only `password` is a bearer token.
+//! auth (and the registry's token exchange); a Secret with only `password` is a bearer token; a
+//! `kubernetes.io/dockerconfigjson` or `kubernetes.io/dockercfg` Secret gives the entry matching
+//! the registry host as the kubelet matches them ([`dockercfg`]).
 //! TLS is verified against the system roots plus `--registry-ca-file`; plain HTTP only for a
 //! registry named by the CR's `plainHTTP` or `--insecure-registry`.
 //!
@@ -114,7 +128,7 @@
 //! - its status lists, per artifact selecting the node, the generation seen, the OCI digest
 //!   installed, the files and the `Programmed` / `ResolvedRefs` conditions with a reason a
 //!   person can act on (`AuthenticationFailed`, `ArtifactNotFound`, `WrongMediaType`,
-//!   `SignatureMissing`, `SignatureInvalid`, `InvalidArchive`, `SecretNotFound`,
+//!   `SignatureMissing`, `SignatureInvalid`, `InvalidArchive`, `InvalidRulesfile`, `SecretNotFound`,
 //!   `ConfigMapKeyMissing`, `RegistryUnavailable`, … see [`Error::reason`]);
 //! - written with server-side apply by that node's sidecar only, and only when its content
 //!   changes (transition times move only when a status does);
@@ -156,11 +170,13 @@
 pub mod archive;
 pub mod cli;
 pub mod cosign;
+pub mod dockercfg;
 pub mod http;
 pub mod index;
 pub mod metrics;
 pub mod oci;
 pub mod reconcile;
+pub mod rules;
 pub mod selector;
 pub mod status;
 pub mod store;
@@ -295,6 +311,14 @@ pub enum Error {
         /// The key that is missing, if the object exists.
         missing_key: bool,
     },
+    /// A rules file is not YAML or not a Falco rules document; it was not written.
+    #[error("{medium} rules are not a Falco rules file, {refusal}; the previous file stays")]
+    InvalidRules {
+        /// Where the content came from (`inline`, `configmap`, `oci`).
+        medium: &'static str,
+        /// What is wrong, and where.
+        refusal: rules::Refusal,
+    },
     /// A Kubernetes API call failed.
     #[error("kubernetes API, {step}: {source}")]
     Kube {
@@ -343,6 +367,7 @@ impl Error {
             } => "ConfigMapNotFound",
             Self::Reference { .. } => "ConfigMapKeyMissing",
             Self::Kube { .. } => "KubernetesAPIError",
+            Self::InvalidRules { .. } => "InvalidRulesfile",
         }
     }
 
@@ -367,6 +392,7 @@ impl Error {
         "ConfigMapNotFound",
         "ConfigMapKeyMissing",
         "KubernetesAPIError",
+        "InvalidRulesfile",
     ];
 
     /// Whether the error concerns a referenced object (the `ResolvedRefs` condition).

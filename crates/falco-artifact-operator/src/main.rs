@@ -49,6 +49,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         signatures,
         probe_addr,
         driver_status_file,
+        batch_window_ms,
     } = args;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -99,6 +100,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         retry: RetryPolicy::default(),
         limits: Limits::default(),
         driver_status_file,
+        batch_window: std::time::Duration::from_millis(batch_window_ms),
     };
     let client = kube::Client::try_default()
         .await

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub pull_seconds: Histogram,
     /// 1 once the first full sync is done.
     pub ready: Gauge,
+    /// Batches of file changes written by a pass (one burst of renames each).
+    pub batches: Counter,
 }
 
 impl Metrics {
@@ -61,6 +63,7 @@ impl Metrics {
             pulls: Family::default(),
             pull_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             ready: Gauge::default(),
+            batches: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("falco_artifact");
         r.register("sync_passes", "Sync passes run", m.passes.clone());
@@ -93,6 +96,11 @@ impl Metrics {
             "ready",
             "1 once the first full sync of this node's artifacts is done",
             m.ready.clone(),
+        );
+        r.register(
+            "file_batches",
+            "Passes that changed rules, config or plugin files, each as one burst of renames",
+            m.batches.clone(),
         );
         m
     }

@@ -65,6 +65,9 @@ pub struct OciSource {
     pub reference: String,
     /// Registry `host[:port]`.
     pub host: String,
+    /// The repository path after the host (`registry.name`'s path prefix included), for
+    /// matching image-pull Secret keys.
+    pub path: String,
     /// Whether the reference pins a digest.
     pub pinned: bool,
     /// Reach the registry over plain HTTP.
@@ -106,18 +109,28 @@ impl CosignPolicy {
 impl OciSource {
     fn new(oci: &OciArtifact, cosign: Option<CosignPolicy>) -> Self {
         let registry = oci.registry.clone().unwrap_or_default();
-        let host = registry
+        // As upstream: `registry.name` may carry a repository path prefix
+        // (`myreg.azurecr.io/falco`); the reference is `<name>/<repository>` and the host, which
+        // credentials and transport settings are for, is the part before the first `/`.
+        let name = registry
             .name
+            .map(|n| n.trim_end_matches('/').to_owned())
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| DEFAULT_REGISTRY.to_owned());
+        let host = name.split('/').next().unwrap_or(&name).to_owned();
+        let path = match name.split_once('/') {
+            Some((_, prefix)) => format!("{prefix}/{}", oci.image.repository),
+            None => oci.image.repository.clone(),
+        };
         let pinned = oci.image.is_digest();
         let separator = if pinned { '@' } else { ':' };
         Self {
             reference: format!(
-                "{host}/{}{separator}{}",
+                "{name}/{}{separator}{}",
                 oci.image.repository, oci.image.tag
             ),
             host,
+            path,
             pinned,
             plain_http: registry.plain_http.unwrap_or(false),
             insecure_skip_verify: registry.tls.is_some_and(|t| t.insecure_skip_verify),
@@ -257,6 +270,18 @@ fn yaml_of(value: &serde_json::Value, what: &'static str) -> Result<Vec<u8>> {
         })
 }
 
+/// A rules file is checked before it is written ([`crate::rules`]); other kinds pass.
+pub fn checked(kind: Kind, medium: Medium, data: Vec<u8>) -> Result<Vec<u8>> {
+    if kind != Kind::Rulesfile {
+        return Ok(data);
+    }
+    crate::rules::check(&data).map_err(|refusal| Error::InvalidRules {
+        medium: medium.as_str(),
+        refusal,
+    })?;
+    Ok(data)
+}
+
 fn config_map_data(name: &str, config_map: Option<&ConfigMap>, key: &str) -> Result<Vec<u8>> {
     let reference = |detail: String, missing_key| Error::Reference {
         kind: "ConfigMap",
@@ -302,7 +327,7 @@ pub fn build(artifact: &Artifact, config_map: Option<&ConfigMap>) -> Plan {
     if let Some(value) = &artifact.inline {
         let key = ArtifactKey::new(kind, name, Medium::Inline);
         keys.push(key.clone());
-        match yaml_of(value, inline_what) {
+        match yaml_of(value, inline_what).and_then(|d| checked(kind, Medium::Inline, d)) {
             Ok(data) => files.push(PlannedFile { key, data }),
             Err(e) => errors.push(e),
         }
@@ -310,7 +335,9 @@ pub fn build(artifact: &Artifact, config_map: Option<&ConfigMap>) -> Plan {
     if let Some(cm_name) = &artifact.config_map {
         let key = ArtifactKey::new(kind, name, Medium::ConfigMap);
         keys.push(key.clone());
-        match config_map_data(cm_name, config_map, cm_key) {
+        match config_map_data(cm_name, config_map, cm_key)
+            .and_then(|d| checked(kind, Medium::ConfigMap, d))
+        {
             Ok(data) => files.push(PlannedFile { key, data }),
             Err(e) => errors.push(e),
         }
@@ -399,9 +426,69 @@ mod tests {
     }
 
     #[test]
+    fn a_registry_name_with_a_path_prefixes_the_repository_as_upstream() {
+        let source = |name: Option<&str>, repository: &str| {
+            OciSource::new(
+                &OciArtifact {
+                    image: ImageSpec {
+                        repository: repository.into(),
+                        tag: "1".into(),
+                    },
+                    registry: Some(RegistryConfig {
+                        name: name.map(str::to_owned),
+                        ..RegistryConfig::default()
+                    }),
+                },
+                None,
+            )
+        };
+        let s = source(Some("myreg.azurecr.io/falco"), "rules");
+        assert_eq!(s.reference, "myreg.azurecr.io/falco/rules:1");
+        assert_eq!(s.host, "myreg.azurecr.io");
+        assert_eq!(s.path, "falco/rules");
+        let s = source(Some("127.0.0.1:5000/team/sub"), "team__x/rules");
+        assert_eq!(s.reference, "127.0.0.1:5000/team/sub/team__x/rules:1");
+        assert_eq!(s.host, "127.0.0.1:5000");
+        let s = source(None, "falcosecurity/rules/falco-rules");
+        assert_eq!(s.reference, "ghcr.io/falcosecurity/rules/falco-rules:1");
+        assert_eq!(s.host, "ghcr.io");
+    }
+
+    #[test]
+    fn a_broken_rules_file_is_refused_before_it_is_planned() {
+        let mut s = spec();
+        s.config_map_ref = Some(ConfigMapRef { name: "cm".into() });
+        s.inline_rules = Some(serde_json::json!([{"macro": "m"}]));
+        let artifact = rulesfile(s);
+        let cm = ConfigMap {
+            data: Some(
+                [(
+                    "rules.yaml".to_owned(),
+                    "- list: l\n  items: [a\n".to_owned(),
+                )]
+                .into(),
+            ),
+            ..ConfigMap::default()
+        };
+        let plan = build(&artifact, Some(&cm));
+        assert!(plan.files.is_empty(), "nothing to write");
+        let reasons: Vec<_> = plan.errors.iter().map(Error::reason).collect();
+        assert_eq!(reasons, ["InvalidRulesfile", "InvalidRulesfile"]);
+        let messages: Vec<String> = plan.errors.iter().map(ToString::to_string).collect();
+        assert!(
+            messages[0].contains("inline rules") && messages[0].contains("line 1 column 1"),
+            "{messages:?}"
+        );
+        assert!(
+            messages[1].contains("configmap rules") && messages[1].contains("not YAML"),
+            "{messages:?}"
+        );
+    }
+
+    #[test]
     fn every_source_becomes_a_file_or_an_error() {
         let mut s = spec();
-        s.inline_rules = Some(serde_json::json!([{"rule": "r", "condition": "evt.num > 0"}]));
+        s.inline_rules = Some(serde_json::json!([{"macro": "r", "condition": "evt.num > 0"}]));
         s.config_map_ref = Some(ConfigMapRef { name: "cm".into() });
         s.oci_artifact = Some(OciArtifact {
             image: ImageSpec {
@@ -419,7 +506,7 @@ mod tests {
         assert_eq!(plan.priority, 50);
         assert_eq!(plan.keys.len(), 3);
         assert_eq!(plan.files.len(), 1);
-        assert!(String::from_utf8_lossy(&plan.files[0].data).contains("rule: r"));
+        assert!(String::from_utf8_lossy(&plan.files[0].data).contains("macro: r"));
         assert_eq!(plan.errors.len(), 1);
         assert_eq!(plan.errors[0].reason(), "ConfigMapNotFound");
         let (_, source, _) = plan.oci.unwrap();
@@ -437,7 +524,13 @@ mod tests {
             build(&artifact, Some(&cm)).errors[0].reason(),
             "ConfigMapKeyMissing"
         );
-        cm.data = Some([("rules.yaml".to_owned(), "- rule: cm".to_owned())].into());
+        cm.data = Some(
+            [(
+                "rules.yaml".to_owned(),
+                "- rule: cm\n  enabled: false\n".to_owned(),
+            )]
+            .into(),
+        );
         let plan = build(&artifact, Some(&cm));
         assert!(plan.errors.is_empty());
         assert_eq!(plan.files.len(), 2);

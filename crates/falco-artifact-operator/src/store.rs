@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -14,8 +14,18 @@ use sha2::{Digest, Sha256};
 
 use crate::{Error, Result, io_err};
 
-/// Prefix of every temporary file the store creates; such files are the store's by name.
-pub const TEMP_PREFIX: &str = ".falco-artifact-tmp.";
+/// The staging directory the store creates inside every directory it writes to; temporary files
+/// live there, never next to the files Falco loads.
+///
+/// Falco loads every regular file of a `config_files` directory and every `*.yaml`/`*.yml` of a
+/// `rules_files` directory, but neither looks into sub-directories, and its inotify watch on
+/// the directory is not recursive: a file being written here is invisible to Falco, and the one
+/// `rename` into the parent (same file system, so atomic) is the only event it sees.
+pub const TEMP_DIR: &str = ".falco-artifact-tmp";
+/// Suffix of every temporary file: not a name Falco loads, even outside [`TEMP_DIR`].
+pub const TEMP_SUFFIX: &str = ".part";
+/// Prefix of the temporary files earlier versions created next to the target (removed at open).
+pub const LEGACY_TEMP_PREFIX: &str = ".falco-artifact-tmp.";
 /// File name of the manifest inside the state directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// Name and priority under which the aggregated plugins configuration is written (as upstream).
@@ -207,6 +217,21 @@ struct PluginsFile<'a> {
     plugins: Vec<&'a PluginConfig>,
 }
 
+/// One file to store with [`Store::put_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct Put<'a> {
+    /// Identity.
+    pub key: &'a ArtifactKey,
+    /// Priority the file is named with.
+    pub priority: u8,
+    /// Content.
+    pub data: &'a [u8],
+    /// File mode.
+    pub mode: u32,
+    /// The source's own digest, if any.
+    pub source_digest: Option<&'a str>,
+}
+
 /// The artifact store of one sidecar.
 #[derive(Debug)]
 pub struct Store {
@@ -216,15 +241,27 @@ pub struct Store {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Writes `data` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+/// The staging directory of `dir` (see [`TEMP_DIR`]).
+pub fn staging_dir(dir: &Path) -> PathBuf {
+    dir.join(TEMP_DIR)
+}
+
+/// Writes `data` to a new temporary file in the staging directory of `path`'s directory and
+/// fsyncs it; returns its path. Nothing is visible at `path` yet.
+fn stage(path: &Path, data: &[u8], mode: u32) -> Result<PathBuf> {
     let dir = path.parent().ok_or_else(|| Error::Invalid {
         what: "path",
         reason: format!("{} has no parent directory", path.display()),
     })?;
+    let staging = staging_dir(dir);
+    match fs::DirBuilder::new().mode(0o700).create(&staging) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_err("create staging directory", &staging)(e)),
+    }
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(
-        "{TEMP_PREFIX}{}.{}.{file_name}",
+    let tmp = staging.join(format!(
+        "{}.{}.{file_name}{TEMP_SUFFIX}",
         std::process::id(),
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
@@ -239,15 +276,31 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
         // The umask may have narrowed the mode given to open().
         file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(io_err("chmod", &tmp))?;
-        file.sync_all().map_err(io_err("fsync", &tmp))?;
-        drop(file);
-        fs::rename(&tmp, path).map_err(io_err("rename into place", path))
+        file.sync_all().map_err(io_err("fsync", &tmp))
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    match result {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    result?;
-    sync_dir(dir)
+}
+
+/// Renames a staged file over `path`; the temporary file is removed if that fails.
+fn publish(tmp: &Path, path: &Path) -> Result<()> {
+    fs::rename(tmp, path).map_err(|e| {
+        let _ = fs::remove_file(tmp);
+        io_err("rename into place", path)(e)
+    })
+}
+
+/// Writes `data` to `path` atomically: temp file in the staging directory of the same
+/// directory (same file system), fsync, rename, fsync dir.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let tmp = stage(path, data, mode)?;
+    publish(&tmp, path)?;
+    sync_dir(path.parent().unwrap_or(Path::new("/")))
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -318,9 +371,33 @@ impl Store {
         ] {
             for item in fs::read_dir(dir).map_err(io_err("list", dir))? {
                 let item = item.map_err(io_err("list", dir))?;
-                if item.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                if item
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(LEGACY_TEMP_PREFIX)
+                {
                     remove_if_exists(&item.path())?;
                 }
+            }
+            // The staging directory itself stays: removing and recreating it would be one more
+            // event in the directory Falco watches.
+            let staging = staging_dir(dir);
+            match fs::read_dir(&staging) {
+                Ok(items) => {
+                    for item in items {
+                        let item = item.map_err(io_err("list", &staging))?;
+                        remove_if_exists(&item.path())?;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // Created now, before Falco starts (the sidecar gates it), rather than at
+                    // the first write, which would be one more event in a watched directory.
+                    fs::DirBuilder::new()
+                        .mode(0o700)
+                        .create(&staging)
+                        .map_err(io_err("create staging directory", &staging))?;
+                }
+                Err(e) => return Err(io_err("list", &staging)(e)),
             }
         }
         Ok(())
@@ -392,62 +469,170 @@ impl Store {
         mode: u32,
         source_digest: Option<&str>,
     ) -> Result<Action> {
-        let path = self.path_for(key, priority)?;
-        let digest = sha256(data);
-        let old = self.get(key).cloned();
-        if path.exists() && !self.owns(&path) {
-            return Err(Error::NotOwned(path));
-        }
-        let new_entry = Entry {
-            key: key.clone(),
+        self.put_many(&[Put {
+            key,
             priority,
-            path: path.clone(),
-            sha256: digest.clone(),
-            source_digest: source_digest.map(str::to_owned),
-        };
+            data,
+            mode,
+            source_digest,
+        }])
+        .pop()
+        .unwrap_or(Ok(Action::None))
+    }
+
+    /// Stores several files as one batch, one result per request in order.
+    ///
+    /// Every new content is first written and fsynced in the staging directories; only then are
+    /// the files renamed into place, back to back, so the directories Falco watches change in
+    /// one burst (Falco reloads once for a burst, see `docs/artifacts.md`) and never show a
+    /// partial file. A request that fails does not stop the others.
+    pub fn put_many(&mut self, requests: &[Put<'_>]) -> Vec<Result<Action>> {
+        enum Step {
+            Rename { from: PathBuf, action: Action },
+            Publish { tmp: PathBuf, action: Action },
+        }
+        struct Pending {
+            index: usize,
+            step: Step,
+            entry: Entry,
+            old_path: Option<PathBuf>,
+        }
+        let mut results: Vec<Option<Result<Action>>> = (0..requests.len()).map(|_| None).collect();
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut manifest_dirty = false;
+        let mut ownership_added = false;
         let on_disk = |p: &Path| fs::read(p).ok().map(|b| sha256(&b));
-        if let Some(old) = &old
-            && old.path == path
-            && on_disk(&path).as_deref() == Some(digest.as_str())
-        {
-            if old != &new_entry {
-                self.manifest.entries.insert(entry_id(key), new_entry);
-                self.save()?;
+        for (index, request) in requests.iter().enumerate() {
+            let prepared = (|| -> Result<Option<Pending>> {
+                let key = request.key;
+                let path = self.path_for(key, request.priority)?;
+                let digest = sha256(request.data);
+                let old = self.get(key).cloned();
+                if path.exists() && !self.owns(&path) {
+                    return Err(Error::NotOwned(path));
+                }
+                let entry = Entry {
+                    key: key.clone(),
+                    priority: request.priority,
+                    path: path.clone(),
+                    sha256: digest.clone(),
+                    source_digest: request.source_digest.map(str::to_owned),
+                };
+                if let Some(old) = &old
+                    && old.path == path
+                    && on_disk(&path).as_deref() == Some(digest.as_str())
+                {
+                    if old != &entry {
+                        self.manifest.entries.insert(entry_id(key), entry);
+                        manifest_dirty = true;
+                    }
+                    results[index] = Some(Ok(Action::Unchanged));
+                    return Ok(None);
+                }
+                let step = match &old {
+                    Some(old)
+                        if old.path != path
+                            && old.sha256 == digest
+                            && on_disk(&old.path).as_deref() == Some(digest.as_str()) =>
+                    {
+                        Step::Rename {
+                            from: old.path.clone(),
+                            action: Action::PriorityChanged,
+                        }
+                    }
+                    Some(_) => Step::Publish {
+                        tmp: stage(&path, request.data, request.mode)?,
+                        action: Action::Updated,
+                    },
+                    None => Step::Publish {
+                        tmp: stage(&path, request.data, request.mode)?,
+                        action: Action::Added,
+                    },
+                };
+                if self.manifest.owned.insert(path.clone()) {
+                    ownership_added = true;
+                }
+                Ok(Some(Pending {
+                    index,
+                    step,
+                    entry,
+                    old_path: old.map(|o| o.path).filter(|p| p != &path),
+                }))
+            })();
+            match prepared {
+                Ok(Some(p)) => pending.push(p),
+                Ok(None) => {}
+                Err(e) => results[index] = Some(Err(e)),
             }
-            return Ok(Action::Unchanged);
         }
-        // Record ownership before the file exists, so a crash cannot leave an unknown file.
-        if self.manifest.owned.insert(path.clone()) {
-            self.save()?;
+        // Record ownership before the files exist, so a crash cannot leave an unknown file.
+        if ownership_added && let Err(e) = self.save() {
+            let reason = e.to_string();
+            for p in pending.drain(..) {
+                if let Step::Publish { tmp, .. } = &p.step {
+                    let _ = fs::remove_file(tmp);
+                }
+                results[p.index] = Some(Err(Error::Manifest {
+                    path: self.dirs.state.join(MANIFEST_FILE),
+                    reason: reason.clone(),
+                }));
+            }
         }
-        let action = match &old {
-            Some(old)
-                if old.path != path
-                    && old.sha256 == digest
-                    && on_disk(&old.path).as_deref() == Some(digest.as_str()) =>
-            {
-                fs::rename(&old.path, &path).map_err(io_err("rename for new priority", &path))?;
-                sync_dir(path.parent().unwrap_or(Path::new("/")))?;
-                Action::PriorityChanged
+        // The burst: renames only, back to back.
+        let mut touched: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut published = Vec::new();
+        for p in pending {
+            let path = p.entry.path.clone();
+            let outcome = match &p.step {
+                Step::Publish { tmp, action } => publish(tmp, &path).map(|()| *action),
+                Step::Rename { from, action } => fs::rename(from, &path)
+                    .map(|()| *action)
+                    .map_err(io_err("rename for new priority", &path)),
+            };
+            match outcome {
+                Ok(action) => {
+                    touched.insert(path.parent().unwrap_or(Path::new("/")).to_owned());
+                    published.push((p, action));
+                }
+                Err(e) => results[p.index] = Some(Err(e)),
             }
-            Some(_) => {
-                write_atomic(&path, data, mode)?;
-                Action::Updated
-            }
-            None => {
-                write_atomic(&path, data, mode)?;
-                Action::Added
-            }
-        };
-        if let Some(old) = &old
-            && old.path != path
-        {
-            remove_if_exists(&old.path)?;
-            self.manifest.owned.remove(&old.path);
         }
-        self.manifest.entries.insert(entry_id(key), new_entry);
-        self.save()?;
-        Ok(action)
+        let mut done = Vec::new();
+        for (p, action) in published {
+            let mut result = Ok(action);
+            if let Some(old_path) = &p.old_path {
+                match remove_if_exists(old_path) {
+                    Ok(()) => {
+                        self.manifest.owned.remove(old_path);
+                    }
+                    Err(e) => result = Err(e),
+                }
+            }
+            self.manifest
+                .entries
+                .insert(entry_id(&p.entry.key), p.entry);
+            manifest_dirty = true;
+            done.push(p.index);
+            results[p.index] = Some(result);
+        }
+        for dir in &touched {
+            if let Err(e) = sync_dir(dir) {
+                tracing::warn!(error = %e, "fsync after a batch of writes");
+            }
+        }
+        if manifest_dirty && let Err(e) = self.save() {
+            let reason = e.to_string();
+            for index in done {
+                results[index] = Some(Err(Error::Manifest {
+                    path: self.dirs.state.join(MANIFEST_FILE),
+                    reason: reason.clone(),
+                }));
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Ok(Action::None)))
+            .collect()
     }
 
     /// Removes the file stored for `key`, if any.
@@ -521,10 +706,12 @@ mod tests {
         }
     }
 
+    /// The entries of `dir` but its staging directory.
     fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != TEMP_DIR)
             .collect();
         v.sort();
         v
@@ -584,6 +771,7 @@ mod tests {
             0o640
         );
         assert_eq!(names(tmp.path()), ["f.yaml"]);
+        assert!(names(&staging_dir(tmp.path())).is_empty());
         // A failing write (missing directory) leaves nothing behind.
         assert!(write_atomic(&tmp.path().join("missing/f"), b"x", 0o600).is_err());
         assert_eq!(names(tmp.path()), ["f.yaml"]);
@@ -656,10 +844,16 @@ mod tests {
             store.put(&b, 5, b"b", 0o600, None).unwrap();
         }
         // Debris of a killed write and an owned path no entry refers to (interrupted update).
-        fs::write(d.rules.join(format!("{TEMP_PREFIX}1.2.x.yaml")), b"half").unwrap();
+        fs::write(
+            d.rules.join(format!("{LEGACY_TEMP_PREFIX}1.2.x.yaml")),
+            b"half",
+        )
+        .unwrap();
+        fs::write(staging_dir(&d.rules).join("1.3.x.yaml.part"), b"half").unwrap();
         let mut store = Store::open(d.clone()).unwrap();
         assert_eq!(store.installed_digest(&a), Some("sha256:aa"));
         assert_eq!(names(&d.rules), ["10-01-a-oci.yaml"]);
+        assert!(names(&staging_dir(&d.rules)).is_empty());
         // Priority changed while the sidecar was down: renamed, the old file does not linger.
         assert_eq!(
             store.put(&a, 60, b"a", 0o644, Some("sha256:aa")).unwrap(),
@@ -669,6 +863,77 @@ mod tests {
         // This node no longer needs `b`.
         assert_eq!(store.retain(|k| k == &a).unwrap(), vec![b]);
         assert_eq!(names(&d.config), Vec::<String>::new());
+    }
+
+    /// What Falco would load from a rules directory: regular `*.yaml`/`*.yml` files of the
+    /// directory itself (config.d: every regular file).
+    fn falco_would_load(dir: &Path, rules: bool) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .filter(|n| !rules || n.ends_with(".yaml") || n.ends_with(".yml"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_staged_file_is_invisible_to_falco_and_a_batch_lands_together() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = dirs(tmp.path());
+        let mut store = Store::open(d.clone()).unwrap();
+        // The staging directory exists from the start (no event in a watched directory later).
+        assert!(staging_dir(&d.rules).is_dir());
+        assert!(staging_dir(&d.config).is_dir());
+        let staged = stage(&d.config.join("10-03-c-inline.yaml"), b"x: 1", 0o600).unwrap();
+        assert_eq!(staged.parent().unwrap(), staging_dir(&d.config));
+        assert!(!staged.to_string_lossy().ends_with(".yaml"));
+        assert!(falco_would_load(&d.config, false).is_empty());
+        fs::remove_file(staged).unwrap();
+
+        let a = ArtifactKey::new(Kind::Rulesfile, "a", Medium::Inline);
+        let b = ArtifactKey::new(Kind::Rulesfile, "b", Medium::ConfigMap);
+        let c = ArtifactKey::new(Kind::Config, "c", Medium::Inline);
+        let foreign = d.rules.join("10-01-f-oci.yaml");
+        fs::write(&foreign, b"mine").unwrap();
+        let f = ArtifactKey::new(Kind::Rulesfile, "f", Medium::Oci);
+        let put = |key, data| Put {
+            key,
+            priority: 10,
+            data,
+            mode: 0o600,
+            source_digest: None,
+        };
+        let results = store.put_many(&[
+            put(&a, b"- list: a"),
+            put(&b, b"- list: b"),
+            put(&f, b"- list: f"),
+            put(&c, b"x: 1"),
+        ]);
+        assert!(matches!(results[0], Ok(Action::Added)));
+        assert!(matches!(results[1], Ok(Action::Added)));
+        assert!(matches!(results[2], Err(Error::NotOwned(_))), "{results:?}");
+        assert!(matches!(results[3], Ok(Action::Added)));
+        assert_eq!(
+            falco_would_load(&d.rules, true),
+            [
+                "10-01-f-oci.yaml",
+                "10-02-b-configmap.yaml",
+                "10-03-a-inline.yaml"
+            ]
+        );
+        assert_eq!(fs::read(&foreign).unwrap(), b"mine");
+        assert_eq!(falco_would_load(&d.config, false), ["10-03-c-inline.yaml"]);
+        for dir in [&d.rules, &d.config] {
+            assert!(names(&staging_dir(dir)).is_empty());
+        }
+        // The manifest knows the batch after a restart.
+        drop(store);
+        let store = Store::open(d.clone()).unwrap();
+        assert!(store.get(&a).is_some() && store.get(&b).is_some() && store.get(&c).is_some());
+        assert!(store.get(&f).is_none());
     }
 
     #[test]

@@ -78,6 +78,9 @@ pub struct Settings {
     /// The driver loader's status file (Falco with `spec.driver` kmod or auto), carried into
     /// this node's record.
     pub driver_status_file: Option<std::path::PathBuf>,
+    /// How long a pass waits after the first change event, so that a burst of artifact
+    /// changes (several CRs applied at once) becomes one batch of files and one Falco reload.
+    pub batch_window: Duration,
 }
 
 /// How often the driver status file is checked for a change (a `stat`; read only when its
@@ -138,6 +141,23 @@ struct PullerKey {
     plain_http: bool,
     insecure_skip_verify: bool,
     auth: Auth,
+}
+
+/// One file an artifact needs written, held until the pass's batch is committed.
+struct Write {
+    key: ArtifactKey,
+    priority: u8,
+    data: Vec<u8>,
+    mode: u32,
+    source_digest: Option<String>,
+}
+
+/// A due artifact after its pull and verification, before its files are written.
+struct Prepared {
+    artifact: Artifact,
+    outcome: Outcome,
+    writes: Vec<Write>,
+    keys: Vec<ArtifactKey>,
 }
 
 /// The controller state owned by the sync loop.
@@ -244,7 +264,13 @@ pub async fn run(
             }
         };
         tokio::select! {
-            () = notify.notified() => {}
+            () = notify.notified() => {
+                // Let the rest of a burst arrive; the pass reads the caches as they are then.
+                tokio::select! {
+                    () = tokio::time::sleep(controller.settings.batch_window) => {}
+                    () = &mut shutdown => return Ok(()),
+                }
+            }
             () = sleep => {}
             () = &mut shutdown => return Ok(()),
         }
@@ -351,6 +377,9 @@ impl Controller {
             wake = Some(now + STATUS_RETRY);
         }
         let mut selected_ids = HashSet::new();
+        // Phase 1: every due artifact is dereferenced, pulled and verified; nothing is written.
+        let mut prepared: Vec<((ArtifactKind, String), u64, Prepared)> = Vec::new();
+        let mut plugin_plans = Vec::with_capacity(artifacts.len());
         for artifact in &artifacts {
             let id = (artifact.kind, artifact.name.clone());
             selected_ids.insert(id.clone());
@@ -374,12 +403,23 @@ impl Controller {
                         || files_vanished
                 }
             };
-            let plugin_entry = plan.plugin_entry.clone();
-            let oci_key = plan.oci.as_ref().map(|(k, _, _)| k.clone());
+            plugin_plans.push((
+                plan.plugin_entry.clone(),
+                plan.oci.as_ref().map(|(k, _, _)| k.clone()),
+            ));
             if due {
-                let memo = self.reconcile(artifact, plan, hash).await;
-                self.memos.insert(id.clone(), memo);
+                prepared.push((id, hash, self.prepare(artifact, plan).await));
             }
+        }
+        // Phase 2: every new content lands in one burst of renames, so Falco, whose watcher
+        // debounces events, reloads once for all of them.
+        self.commit(&mut prepared);
+        for (id, hash, p) in prepared {
+            let memo = self.finish(hash, p);
+            self.memos.insert(id, memo);
+        }
+        for (artifact, (plugin_entry, oci_key)) in artifacts.iter().zip(plugin_plans) {
+            let id = (artifact.kind, artifact.name.clone());
             let memo = &self.memos[&id];
             if let Some(t) = memo.next_check {
                 wake = Some(wake.map_or(t, |w| w.min(t)));
@@ -429,8 +469,9 @@ impl Controller {
         wake.map(|w| w.saturating_duration_since(Instant::now()))
     }
 
-    /// Apply and status steps of one artifact whose plan was built.
-    async fn reconcile(&mut self, artifact: &Artifact, plan: reconcile::Plan, hash: u64) -> Memo {
+    /// Apply step of one artifact whose plan was built, up to the writes: pulls and verifies
+    /// what the plan needs; the files are written by [`Controller::commit`].
+    async fn prepare(&mut self, artifact: &Artifact, plan: reconcile::Plan) -> Prepared {
         let kind = artifact.kind.as_str();
         self.metrics
             .reconciled
@@ -443,24 +484,88 @@ impl Controller {
             errors: plan.errors,
             ..Outcome::default()
         };
-        for file in &plan.files {
-            if let Err(e) = self
-                .store
-                .put(&file.key, plan.priority, &file.data, 0o600, None)
-            {
-                outcome.errors.push(e);
-            }
-        }
+        let mut writes: Vec<Write> = plan
+            .files
+            .into_iter()
+            .map(|file| Write {
+                key: file.key,
+                priority: plan.priority,
+                data: file.data,
+                mode: 0o600,
+                source_digest: None,
+            })
+            .collect();
         if let Some((key, source, artifact_type)) = &plan.oci {
             match self.oci(key, source, *artifact_type, plan.priority).await {
-                Ok(digest) => outcome.digest = Some(digest),
+                Ok((digest, write)) => {
+                    outcome.digest = Some(digest);
+                    writes.extend(write);
+                }
                 Err(e) => {
                     outcome.digest = self.store.get(key).and_then(|e| e.source_digest.clone());
                     outcome.errors.push(e);
                 }
             }
         }
-        for key in &plan.keys {
+        Prepared {
+            artifact: artifact.clone(),
+            outcome,
+            writes,
+            keys: plan.keys,
+        }
+    }
+
+    /// Writes the files of every prepared artifact as one batch ([`store::Store::put_many`]);
+    /// a failed write becomes an error of its artifact.
+    fn commit(&mut self, prepared: &mut [((ArtifactKind, String), u64, Prepared)]) {
+        let requests: Vec<store::Put<'_>> = prepared
+            .iter()
+            .flat_map(|(_, _, p)| p.writes.iter())
+            .map(|w| store::Put {
+                key: &w.key,
+                priority: w.priority,
+                data: &w.data,
+                mode: w.mode,
+                source_digest: w.source_digest.as_deref(),
+            })
+            .collect();
+        if requests.is_empty() {
+            return;
+        }
+        let mut results = self.store.put_many(&requests).into_iter();
+        let mut changed = false;
+        for (_, _, p) in prepared.iter_mut() {
+            for write in std::mem::take(&mut p.writes) {
+                match results.next() {
+                    Some(Ok(action)) => changed |= action != store::Action::Unchanged,
+                    Some(Err(e)) => {
+                        if write.source_digest.is_some() {
+                            p.outcome.digest = self
+                                .store
+                                .get(&write.key)
+                                .and_then(|e| e.source_digest.clone());
+                        }
+                        p.outcome.errors.push(e);
+                    }
+                    None => {}
+                }
+            }
+        }
+        if changed {
+            self.metrics.batches.inc();
+        }
+    }
+
+    /// Status step of one artifact after the batch was written.
+    fn finish(&mut self, hash: u64, prepared: Prepared) -> Memo {
+        let Prepared {
+            artifact,
+            mut outcome,
+            keys,
+            ..
+        } = prepared;
+        let kind = artifact.kind.as_str();
+        for key in &keys {
             if let Some(entry) = self.store.get(key) {
                 outcome.files.push(entry.path.display().to_string());
             }
@@ -516,14 +621,15 @@ impl Controller {
         }
     }
 
-    /// Brings the OCI file of an artifact up to date; returns the installed digest.
+    /// Brings the OCI file of an artifact up to date: returns the digest and, when the file
+    /// must change (new content or new priority), the write to make.
     async fn oci(
         &mut self,
         key: &ArtifactKey,
         source: &OciSource,
         artifact_type: crate::oci::ArtifactType,
         priority: u8,
-    ) -> Result<String> {
+    ) -> Result<(String, Option<Write>)> {
         let verify_with = self.signature_policy(source)?;
         let auth = self.auth(source).await?;
         let puller = self.puller(source, auth)?;
@@ -577,29 +683,40 @@ impl Controller {
                 },
             })
             .inc();
-        match pulled {
-            Some(p) => {
+        let write = match pulled {
+            Some(mut p) => {
+                // Checked before anything is written: the previous file stays.
+                p.file.data = reconcile::checked(key.kind, store::Medium::Oci, p.file.data)?;
                 let mode = if key.kind == Kind::PluginBinary {
                     0o755
                 } else {
                     (p.file.mode & 0o777) | 0o400
                 };
-                self.store
-                    .put(key, priority, &p.file.data, mode, Some(&p.digest))?;
+                Some(Write {
+                    key: key.clone(),
+                    priority,
+                    data: p.file.data,
+                    mode,
+                    source_digest: Some(p.digest),
+                })
             }
-            None => {
+            None => match self.store.get(key).cloned() {
                 // Same content; a new priority only renames the file.
-                if let Some(entry) = self.store.get(key).cloned()
-                    && entry.priority != priority
-                    && key.kind != Kind::PluginBinary
-                {
+                Some(entry) if entry.priority != priority && key.kind != Kind::PluginBinary => {
                     let data = std::fs::read(&entry.path)
                         .map_err(crate::io_err("read for new priority", &entry.path))?;
-                    self.store.put(key, priority, &data, 0o644, Some(&digest))?;
+                    Some(Write {
+                        key: key.clone(),
+                        priority,
+                        data,
+                        mode: 0o644,
+                        source_digest: Some(digest.clone()),
+                    })
                 }
-            }
-        }
-        Ok(digest)
+                _ => None,
+            },
+        };
+        Ok((digest, write))
     }
 
     /// The signature policy of an artifact, and its fingerprint; `None` when not required.
@@ -642,6 +759,45 @@ impl Controller {
                 detail: "not found in the artifact's namespace".into(),
                 missing_key: false,
             })?;
+        let pull_secret = match secret.type_.as_deref() {
+            Some(crate::dockercfg::DOCKER_CONFIG_JSON_TYPE) => {
+                Some((crate::dockercfg::DOCKER_CONFIG_JSON_KEY, false))
+            }
+            Some(crate::dockercfg::DOCKERCFG_TYPE) => Some((crate::dockercfg::DOCKERCFG_KEY, true)),
+            _ => None,
+        };
+        if let Some((key, legacy)) = pull_secret {
+            let reference = |detail: String| Error::Reference {
+                kind: "Secret",
+                name: name.clone(),
+                detail,
+                missing_key: true,
+            };
+            let content = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|v| v.0.clone())
+                .or_else(|| {
+                    secret
+                        .string_data
+                        .as_ref()
+                        .and_then(|d| d.get(key))
+                        .map(|v| v.clone().into_bytes())
+                })
+                .ok_or_else(|| reference(format!("needs key {key:?}")))?;
+            return match crate::dockercfg::credentials(&content, legacy, &source.host, &source.path)
+            {
+                Ok(Some(auth)) => Ok(auth),
+                Ok(None) => Err(reference(format!(
+                    "has no credentials for registry {} (repository {}); its registries: {:?}",
+                    source.host,
+                    source.path,
+                    crate::dockercfg::keys(&content, legacy)
+                ))),
+                Err(e) => Err(reference(format!("{key}: {e}"))),
+            };
+        }
         let field = |key: &str| {
             secret
                 .data

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use falco_artifact_operator::store::{ArtifactKey, Dirs, Kind, Medium, Store, TEMP_PREFIX};
+use falco_artifact_operator::store::{ArtifactKey, Dirs, Kind, Medium, Store, staging_dir};
 
 const DIR_ENV: &str = "FALCO_ARTIFACT_KILL_TEST_DIR";
 const SIZE: usize = 32 * 1024 * 1024;
@@ -58,13 +58,10 @@ fn kill_during_write_keeps_a_whole_file() {
     // Wait until the child is in the middle of writing a temporary file, then kill it.
     let deadline = Instant::now() + Duration::from_secs(60);
     let in_progress = || {
-        std::fs::read_dir(&d.rules)
+        std::fs::read_dir(staging_dir(&d.rules))
             .unwrap()
             .filter_map(Result::ok)
-            .any(|e| {
-                e.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
-                    && e.metadata().map(|m| m.len() > 0).unwrap_or(false)
-            })
+            .any(|e| e.metadata().map(|m| m.len() > 0).unwrap_or(false))
     };
     while !in_progress() {
         assert!(
@@ -86,10 +83,12 @@ fn kill_during_write_keeps_a_whole_file() {
     // Reopening removes the debris and keeps the file.
     let store = Store::open(d.clone()).unwrap();
     assert_eq!(store.get(&key()).unwrap().path, path);
-    let names: Vec<String> = std::fs::read_dir(&d.rules)
+    let mut names: Vec<String> = std::fs::read_dir(&d.rules)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(names, ["50-01-big-oci.yaml"]);
+    names.sort();
+    assert_eq!(names, [".falco-artifact-tmp", "50-01-big-oci.yaml"]);
+    assert_eq!(std::fs::read_dir(staging_dir(&d.rules)).unwrap().count(), 0);
     assert_eq!(std::fs::read(&path).unwrap(), data);
 }

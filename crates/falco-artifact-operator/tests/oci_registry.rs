@@ -298,7 +298,15 @@ async fn traversal_archive_is_refused_and_nothing_written() {
         matches!(err, Error::Archive(ref m) if m.contains("path traversal")),
         "{err}"
     );
-    assert_eq!(std::fs::read_dir(&store.dirs().rules).unwrap().count(), 0);
+    // Nothing but the (empty) staging directory.
+    let rules = &store.dirs().rules;
+    let names: Vec<_> = std::fs::read_dir(rules)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, [falco_artifact_operator::store::TEMP_DIR]);
+    let staging = falco_artifact_operator::store::staging_dir(rules);
+    assert_eq!(std::fs::read_dir(staging).unwrap().count(), 0);
     assert!(!tmp.path().join("escaped.yaml").exists());
 }
 

@@ -19,7 +19,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use p256::ecdsa::signature::Signer;
 use serde_json::json;
-use support::{Registry, RegistryOptions, keyless, tar_gz, traversal_tar_gz};
+use support::{Proxy, Registry, RegistryOptions, keyless, tar_gz, traversal_tar_gz};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -383,7 +383,10 @@ async fn every_source_priority_order_updates_and_removal() {
     let cluster = Cluster::new("sources").await;
     let registry = Registry::start(RegistryOptions::default());
     registry
-        .push_rules("falco/rules:1", b"- rule: from-oci\n")
+        .push_rules(
+            "falco/rules:1",
+            b"- macro: from-oci\n  condition: evt.num > 0\n",
+        )
         .await;
     registry
         .push(
@@ -398,7 +401,7 @@ async fn every_source_priority_order_updates_and_removal() {
     cms.create(
         &PostParams::default(),
         &serde_json::from_value(
-            json!({"metadata": {"name": "rules-cm"}, "data": {"rules.yaml": "- rule: from-cm\n"}}),
+            json!({"metadata": {"name": "rules-cm"}, "data": {"rules.yaml": "- macro: from-cm\n  condition: evt.num > 0\n"}}),
         )
         .unwrap(),
     )
@@ -461,11 +464,11 @@ async fn every_source_priority_order_updates_and_removal() {
     assert_eq!(sidecar.files("plugins"), ["json.so"]);
     assert_eq!(
         read(sidecar.dir("rules.d/10-01-r-oci.yaml")),
-        "- rule: from-oci\n"
+        "- macro: from-oci\n  condition: evt.num > 0\n"
     );
     assert_eq!(
         read(sidecar.dir("rules.d/10-02-r-configmap.yaml")),
-        "- rule: from-cm\n"
+        "- macro: from-cm\n  condition: evt.num > 0\n"
     );
     assert!(read(sidecar.dir("rules.d/10-03-r-inline.yaml")).contains("macro: m"));
     assert!(read(sidecar.dir("config.d/20-03-c-inline.yaml")).contains("json_output: true"));
@@ -531,7 +534,9 @@ async fn every_source_priority_order_updates_and_removal() {
     cms.patch(
         "rules-cm",
         &PatchParams::default(),
-        &Patch::Merge(json!({"data": {"rules.yaml": "- rule: from-cm-v2\n"}})),
+        &Patch::Merge(
+            json!({"data": {"rules.yaml": "- macro: from-cm-v2\n  condition: evt.num > 0\n"}}),
+        ),
     )
     .await
     .unwrap();
@@ -543,13 +548,13 @@ async fn every_source_priority_order_updates_and_removal() {
                 "30-03-r-inline.yaml",
             ]
             && std::fs::read_to_string(sidecar.dir("rules.d/30-02-r-configmap.yaml")).ok()?
-                == "- rule: from-cm-v2\n")
+                == "- macro: from-cm-v2\n  condition: evt.num > 0\n")
             .then_some(())
     })
     .await;
     assert_eq!(
         read(sidecar.dir("rules.d/30-01-r-oci.yaml")),
-        "- rule: from-oci\n"
+        "- macro: from-oci\n  condition: evt.num > 0\n"
     );
 
     // Deletion removes the files; the plugins configuration goes with the last plugin.
@@ -570,7 +575,7 @@ async fn every_source_priority_order_updates_and_removal() {
     // Files the sidecar did not write are never touched.
     std::fs::write(
         sidecar.dir("rules.d/00-packaged.yaml"),
-        "- rule: packaged\n",
+        "- macro: packaged\n  condition: evt.num > 0\n",
     )
     .unwrap();
     cluster
@@ -641,7 +646,10 @@ async fn update_by_tag_and_by_digest() {
     let cluster = Cluster::new("update").await;
     let registry = Registry::start(RegistryOptions::default());
     let d1 = registry
-        .push_rules("falco/rules:stable", b"- rule: v1\n")
+        .push_rules(
+            "falco/rules:stable",
+            b"- macro: v1\n  condition: evt.num > 0\n",
+        )
         .await;
     let node = cluster.node("n", &[]).await;
     cluster
@@ -653,14 +661,21 @@ async fn update_by_tag_and_by_digest() {
     let mut sidecar = Sidecar::start(&cluster.ns, &node, &["--oci-resync-seconds", "1"]);
     sidecar.wait_ready().await;
     let path = sidecar.dir("rules.d/50-01-r-oci.yaml");
-    assert_eq!(read(path.clone()), "- rule: v1\n");
+    assert_eq!(
+        read(path.clone()),
+        "- macro: v1\n  condition: evt.num > 0\n"
+    );
 
     // The tag moves: the periodic check notices it.
     let d2 = registry
-        .push_rules("falco/rules:stable", b"- rule: v2\n")
+        .push_rules(
+            "falco/rules:stable",
+            b"- macro: v2\n  condition: evt.num > 0\n",
+        )
         .await;
     wait_for("tag update", || async {
-        (std::fs::read_to_string(&path).ok()? == "- rule: v2\n").then_some(())
+        (std::fs::read_to_string(&path).ok()? == "- macro: v2\n  condition: evt.num > 0\n")
+            .then_some(())
     })
     .await;
     // The generation does not move with a tag: wait for the record to name the new digest
@@ -691,7 +706,8 @@ async fn update_by_tag_and_by_digest() {
         ))
         .await;
     wait_for("digest pin", || async {
-        (std::fs::read_to_string(&path).ok()? == "- rule: v1\n").then_some(())
+        (std::fs::read_to_string(&path).ok()? == "- macro: v1\n  condition: evt.num > 0\n")
+            .then_some(())
     })
     .await;
 }
@@ -704,7 +720,10 @@ async fn failures_are_reported_and_write_nothing() {
         tls: false,
     });
     registry
-        .push_rules("falco/rules:1", b"- rule: private\n")
+        .push_rules(
+            "falco/rules:1",
+            b"- macro: private\n  condition: evt.num > 0\n",
+        )
         .await;
     registry
         .push(
@@ -811,15 +830,24 @@ async fn signatures_valid_invalid_and_missing() {
     let (key, public_pem) = key_pair();
     let (stranger, _) = key_pair();
     let good = registry
-        .push_rules("falco/good:1", b"- rule: signed\n")
+        .push_rules(
+            "falco/good:1",
+            b"- macro: signed\n  condition: evt.num > 0\n",
+        )
         .await;
     sign(&registry, "falco/good", &good, &key).await;
     let bad = registry
-        .push_rules("falco/bad:1", b"- rule: forged\n")
+        .push_rules(
+            "falco/bad:1",
+            b"- macro: forged\n  condition: evt.num > 0\n",
+        )
         .await;
     sign(&registry, "falco/bad", &bad, &stranger).await;
     registry
-        .push_rules("falco/unsigned:1", b"- rule: unsigned\n")
+        .push_rules(
+            "falco/unsigned:1",
+            b"- macro: unsigned\n  condition: evt.num > 0\n",
+        )
         .await;
     let node = cluster.node("n", &[]).await;
     for repo in ["good", "bad", "unsigned"] {
@@ -901,11 +929,17 @@ async fn keyless_signatures_checked_against_an_offline_trusted_root() {
     let signer = fulcio.leaf(IDENTITY, ISSUER, NOT_BEFORE, NOT_AFTER);
     let impostor = fulcio.leaf("mallory@example.com", ISSUER, NOT_BEFORE, NOT_AFTER);
     let good = registry
-        .push_rules("falco/keyless:1", b"- rule: keyless\n")
+        .push_rules(
+            "falco/keyless:1",
+            b"- macro: keyless\n  condition: evt.num > 0\n",
+        )
         .await;
     sign_keyless(&registry, &fulcio, &signer, "falco/keyless", &good).await;
     let forged = registry
-        .push_rules("falco/impostor:1", b"- rule: impostor\n")
+        .push_rules(
+            "falco/impostor:1",
+            b"- macro: impostor\n  condition: evt.num > 0\n",
+        )
         .await;
     sign_keyless(&registry, &fulcio, &impostor, "falco/impostor", &forged).await;
     let node = cluster.node("n", &[]).await;
@@ -1039,18 +1073,13 @@ async fn kill_during_a_plugin_write_keeps_a_whole_file() {
 
     // A new version: SIGKILL the sidecar while it writes the temporary file.
     push(2).await;
-    let plugins = sidecar.dir("plugins");
+    let staging = falco_artifact_operator::store::staging_dir(&sidecar.dir("plugins"));
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let writing = std::fs::read_dir(&plugins)
+        let writing = std::fs::read_dir(&staging)
             .unwrap()
             .filter_map(Result::ok)
-            .any(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with(falco_artifact_operator::store::TEMP_PREFIX)
-                    && e.metadata().is_ok_and(|m| m.len() > 0)
-            });
+            .any(|e| e.metadata().is_ok_and(|m| m.len() > 0));
         if writing {
             break;
         }
@@ -1074,15 +1103,11 @@ async fn kill_during_a_plugin_write_keeps_a_whole_file() {
     })
     .await;
     assert_eq!(sidecar.files("plugins"), ["big.so"]);
-    let debris = std::fs::read_dir(sidecar.dir("plugins"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(falco_artifact_operator::store::TEMP_PREFIX)
-        })
-        .count();
+    let debris = std::fs::read_dir(falco_artifact_operator::store::staging_dir(
+        &sidecar.dir("plugins"),
+    ))
+    .unwrap()
+    .count();
     assert_eq!(debris, 0);
 }
 
@@ -1237,4 +1262,487 @@ async fn driver_reports_reach_the_falco_status() {
         "2 of 2 nodes have their driver (1 downloaded, 1 compiled)."
     );
     drop((sa, sb));
+}
+
+/// A rules document that says how long it is: `# bytes: <n>` on its first line, padded with
+/// comment lines to about `size` bytes. A file Falco would load is whole if its length is the
+/// one its first line states.
+fn sized_rules(name: &str, size: usize) -> Vec<u8> {
+    let body = format!("- list: {name}\n  items: [a, b]\n");
+    let pad_line = format!("# {}\n", "p".repeat(77));
+    let lines = size.saturating_sub(body.len() + 20) / pad_line.len();
+    let mut rest = body.into_bytes();
+    for _ in 0..lines {
+        rest.extend_from_slice(pad_line.as_bytes());
+    }
+    rest.extend_from_slice(b"# end\n");
+    let header_len = "# bytes: 0000000000\n".len();
+    let mut out = format!("# bytes: {:010}\n", rest.len() + header_len).into_bytes();
+    out.extend(rest);
+    out
+}
+
+/// What a directory listing shows Falco: for `rules.d`, the regular `*.yaml`/`*.yml` files of
+/// the directory itself; for `config.d`, every regular file (Falco's `config_files` loader
+/// takes them all). Returns the files that are not whole, and whether an in-progress
+/// temporary file was seen in the staging directory.
+fn falco_view_violations(dir: &Path, rules_only_yaml: bool) -> (Vec<String>, bool) {
+    let mut bad = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (bad, false);
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !path.is_file() {
+            continue;
+        }
+        if rules_only_yaml && !(name.ends_with(".yaml") || name.ends_with(".yml")) {
+            continue;
+        }
+        let Ok(data) = std::fs::read(&path) else {
+            continue; // renamed away between listing and reading
+        };
+        let stated = std::str::from_utf8(data.get(..20).unwrap_or_default())
+            .ok()
+            .and_then(|h| h.strip_prefix("# bytes: "))
+            .and_then(|h| h.trim_end().parse::<usize>().ok());
+        match stated {
+            Some(n) if n == data.len() && data.ends_with(b"# end\n") => {}
+            // Files written in this test without a header (config fragments, the plugins
+            // file) must still parse as YAML: a half file of them would not, in general, but
+            // a cut at a line boundary could; the header files are the real check.
+            None if serde_yaml::from_slice::<serde_yaml::Value>(&data).is_ok() => {}
+            _ => bad.push(format!("{name}: {} bytes, header {stated:?}", data.len())),
+        }
+    }
+    let staging = falco_artifact_operator::store::staging_dir(dir);
+    let in_progress = std::fs::read_dir(&staging).is_ok_and(|d| {
+        d.filter_map(Result::ok)
+            .any(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+    });
+    (bad, in_progress)
+}
+
+async fn file_batches(sidecar: &Sidecar) -> u64 {
+    let (_, metrics) = sidecar.get("/metrics").await.expect("metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("falco_artifact_file_batches_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no file_batches metric:\n{metrics}"))
+}
+
+/// Issue 14 item 2: while a large rules artifact is written (and rewritten), a listing of the
+/// folders Falco loads shows only whole files: the temporary file lives in the staging
+/// sub-directory, which Falco neither lists nor watches. Then a burst of four artifacts
+/// (OCI, ConfigMap, inline Rulesfiles and a Config) applied together lands as one batch.
+#[tokio::test]
+async fn falco_sees_only_whole_files_and_a_burst_lands_as_one_batch() {
+    const BIG: usize = 24 * 1024 * 1024;
+    let cluster = Cluster::new("whole").await;
+    let registry = Registry::start(RegistryOptions::default());
+    let v1 = sized_rules("big_v1", BIG);
+    let v2 = sized_rules("big_v2", BIG + 4096);
+    registry.push_rules("falco/big:1", &v1).await;
+    registry.push_rules("falco/big:2", &v2).await;
+    registry
+        .push_rules("falco/small:1", &sized_rules("small", 4096))
+        .await;
+    let node = cluster.node("n", &[]).await;
+    let cms: Api<ConfigMap> = cluster.api();
+    let cm_rules = String::from_utf8(sized_rules("from_cm", 2048)).unwrap();
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": "rules-cm"}, "data": {"rules.yaml": cm_rules}}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    // A long batch window: the four applies of the burst below reach the index well within it.
+    let mut sidecar = Sidecar::start(&cluster.ns, &node, &["--batch-window-ms", "5000"]);
+    sidecar.wait_ready().await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lister = {
+        let stop = stop.clone();
+        let rules = sidecar.dir("rules.d");
+        let config = sidecar.dir("config.d");
+        std::thread::spawn(move || {
+            let (mut bad, mut saw_write, mut listings) = (Vec::new(), false, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (dir, yaml_only) in [(&rules, true), (&config, false)] {
+                    let (b, w) = falco_view_violations(dir, yaml_only);
+                    bad.extend(b);
+                    saw_write |= w;
+                }
+                listings += 1;
+            }
+            (bad, saw_write, listings)
+        })
+    };
+
+    let big = sidecar.dir("rules.d/50-01-big-oci.yaml");
+    cluster
+        .apply::<Rulesfile>(rulesfile(
+            "big",
+            json!({"ociArtifact": oci(&registry, "falco/big", "1")}),
+        ))
+        .await;
+    wait_for("v1 in place", || async {
+        (std::fs::read(&big).ok()? == v1).then_some(())
+    })
+    .await;
+    cluster
+        .apply::<Rulesfile>(rulesfile(
+            "big",
+            json!({"ociArtifact": oci(&registry, "falco/big", "2")}),
+        ))
+        .await;
+    wait_for("v2 in place", || async {
+        (std::fs::read(&big).ok()? == v2).then_some(())
+    })
+    .await;
+
+    // The record is written after the batch is counted: the count is settled then.
+    cluster
+        .wait_programmed(&node, "Rulesfile", "big", "True")
+        .await;
+    // The burst: four artifacts applied at once.
+    let before = file_batches(&sidecar).await;
+    let inline = rulesfile(
+        "inline",
+        json!({"inlineRules": [{"list": "inline_list", "items": ["x"]}]}),
+    );
+    let from_cm = rulesfile("from-cm", json!({"configMapRef": {"name": "rules-cm"}}));
+    let small = rulesfile(
+        "small",
+        json!({"ociArtifact": oci(&registry, "falco/small", "1")}),
+    );
+    let config = json!({
+        "apiVersion": "artifact.falcosecurity.dev/v1alpha1", "kind": "Config",
+        "metadata": {"name": "c"},
+        "spec": {"config": {"json_output": true}},
+    });
+    futures::join!(
+        cluster.apply::<Rulesfile>(inline),
+        cluster.apply::<Rulesfile>(from_cm),
+        cluster.apply::<Rulesfile>(small),
+        cluster.apply::<Config>(config),
+    );
+    let want_rules = [
+        "50-01-big-oci.yaml",
+        "50-01-small-oci.yaml",
+        "50-02-from-cm-configmap.yaml",
+        "50-03-inline-inline.yaml",
+    ];
+    wait_for("the burst on disk", || async {
+        (sidecar.files("rules.d") == want_rules
+            && sidecar.files("config.d") == ["50-03-c-inline.yaml"])
+        .then_some(())
+    })
+    .await;
+    for name in ["inline", "from-cm", "small"] {
+        cluster
+            .wait_programmed(&node, "Rulesfile", name, "True")
+            .await;
+    }
+    let batches = file_batches(&sidecar).await - before;
+    assert_eq!(
+        batches,
+        1,
+        "the burst was written in {batches} batches:\n{}",
+        sidecar.log()
+    );
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (bad, saw_write, listings) = lister.join().unwrap();
+    assert!(
+        bad.is_empty(),
+        "Falco could have loaded partial files: {bad:?}"
+    );
+    assert!(
+        saw_write,
+        "no listing ({listings}) caught a write in progress"
+    );
+    // Nothing left in the staging directories.
+    for sub in ["rules.d", "config.d"] {
+        let staging = falco_artifact_operator::store::staging_dir(&sidecar.dir(sub));
+        let left = std::fs::read_dir(&staging)
+            .unwrap_or_else(|e| panic!("{}: {e}", staging.display()))
+            .count();
+        assert_eq!(left, 0, "{sub}");
+    }
+}
+
+/// Issue 14 item 4: the image-pull Secrets clusters already hold. A `dockerconfigjson` Secret
+/// whose `auths` names the registry host, and a legacy `dockercfg` Secret whose key carries a
+/// scheme and a repository path prefix, both authenticate; a `dockerconfigjson` for another
+/// registry is refused with `SecretKeyMissing` naming the registries it has. Then the
+/// `tls.insecureSkipVerify` path: a TLS registry whose CA the sidecar does not trust is refused
+/// with `TLSVerificationFailed`, and accepted with `insecureSkipVerify`.
+#[tokio::test]
+async fn image_pull_secrets_match_by_host_and_insecure_skip_verify() {
+    let cluster = Cluster::new("pullsecret").await;
+    let registry = Registry::start(RegistryOptions {
+        credentials: Some(("falco".into(), "s3cret".into())),
+        tls: false,
+    });
+    registry
+        .push_rules("falco/rules:1", b"- list: private\n  items: []\n")
+        .await;
+    let tls = Registry::start(RegistryOptions {
+        credentials: None,
+        tls: true,
+    });
+    tls.push_rules("falco/rules:1", b"- list: tls\n  items: []\n")
+        .await;
+    let node = cluster.node("n", &[]).await;
+    let auth = base64::engine::general_purpose::STANDARD.encode("falco:s3cret");
+    let secrets: Api<Secret> = cluster.api();
+    for (name, type_, key, content) in [
+        (
+            "json",
+            "kubernetes.io/dockerconfigjson",
+            ".dockerconfigjson",
+            json!({"auths": {
+                "ghcr.io": {"auth": "Z2hjcjp4"},
+                registry.host.clone(): {"auth": auth},
+            }}),
+        ),
+        (
+            "legacy",
+            "kubernetes.io/dockercfg",
+            ".dockercfg",
+            json!({format!("http://{}/falco", registry.host): {"username": "falco", "password": "s3cret"}}),
+        ),
+        (
+            "other",
+            "kubernetes.io/dockerconfigjson",
+            ".dockerconfigjson",
+            json!({"auths": {"quay.io": {"auth": auth}}}),
+        ),
+    ] {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name}, "type": type_,
+            "stringData": {key: content.to_string()},
+        }))
+        .unwrap();
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+    let with_secret = |secret: &str| {
+        json!({"ociArtifact": {"image": {"repository": "falco/rules", "tag": "1"},
+            "registry": {"name": registry.host, "plainHTTP": true, "auth": {"secretRef": {"name": secret}}}}})
+    };
+    for name in ["json", "legacy", "other"] {
+        cluster
+            .apply::<Rulesfile>(rulesfile(name, with_secret(name)))
+            .await;
+    }
+    let tls_rules = |skip: bool| {
+        json!({"ociArtifact": {"image": {"repository": "falco/rules", "tag": "1"},
+            "registry": {"name": tls.host, "tls": {"insecureSkipVerify": skip}}}})
+    };
+    cluster
+        .apply::<Rulesfile>(rulesfile("tls-verified", tls_rules(false)))
+        .await;
+    cluster
+        .apply::<Rulesfile>(rulesfile("tls-skip", tls_rules(true)))
+        .await;
+
+    let mut sidecar = Sidecar::start(&cluster.ns, &node, &[]);
+    sidecar.wait_ready().await;
+    for name in ["json", "legacy", "tls-skip"] {
+        cluster
+            .wait_programmed(&node, "Rulesfile", name, "True")
+            .await;
+    }
+    assert_eq!(
+        read(sidecar.dir("rules.d/50-01-json-oci.yaml")),
+        "- list: private\n  items: []\n"
+    );
+    assert_eq!(
+        read(sidecar.dir("rules.d/50-01-tls-skip-oci.yaml")),
+        "- list: tls\n  items: []\n"
+    );
+    let other = cluster
+        .wait_reason(&node, "other", "SecretKeyMissing")
+        .await;
+    let message = &other
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Programmed")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains(&registry.host) && message.contains("quay.io"),
+        "{message}"
+    );
+    cluster
+        .wait_reason(&node, "tls-verified", "TLSVerificationFailed")
+        .await;
+    assert_eq!(
+        sidecar.files("rules.d"),
+        [
+            "50-01-json-oci.yaml",
+            "50-01-legacy-oci.yaml",
+            "50-01-tls-skip-oci.yaml"
+        ]
+    );
+}
+
+fn programmed_message(entry: &NodeArtifact) -> String {
+    entry
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Programmed")
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+/// Issue 14 item 7: a Rulesfile whose content is not YAML, or not a Falco rules document, is
+/// refused before it is written, from every source: the node keeps the previous good file and
+/// the record says `InvalidRulesfile` with the line and column.
+#[tokio::test]
+async fn a_broken_rules_file_never_replaces_a_good_one() {
+    let cluster = Cluster::new("badrules").await;
+    let registry = Registry::start(RegistryOptions::default());
+    let good = "- list: good\n  items: [a]\n";
+    registry.push_rules("falco/rules:1", good.as_bytes()).await;
+    registry
+        .push_rules("falco/rules:2", b"- list: broken\n  items: [a\n")
+        .await;
+    let node = cluster.node("n", &[]).await;
+    let cms: Api<ConfigMap> = cluster.api();
+    let cm = |rules: &str| -> ConfigMap {
+        serde_json::from_value(
+            json!({"metadata": {"name": "rules-cm"}, "data": {"rules.yaml": rules}}),
+        )
+        .unwrap()
+    };
+    cms.create(&PostParams::default(), &cm(good)).await.unwrap();
+    cluster
+        .apply::<Rulesfile>(rulesfile(
+            "oci",
+            json!({"ociArtifact": oci(&registry, "falco/rules", "1")}),
+        ))
+        .await;
+    cluster
+        .apply::<Rulesfile>(rulesfile(
+            "cm",
+            json!({"configMapRef": {"name": "rules-cm"}}),
+        ))
+        .await;
+    cluster
+        .apply::<Rulesfile>(rulesfile(
+            "inline",
+            json!({"inlineRules": [{"list": "l", "items": ["a"]}]}),
+        ))
+        .await;
+    let mut sidecar = Sidecar::start(&cluster.ns, &node, &[]);
+    sidecar.wait_ready().await;
+    for name in ["oci", "cm", "inline"] {
+        cluster
+            .wait_programmed(&node, "Rulesfile", name, "True")
+            .await;
+    }
+    let inline_before = read(sidecar.dir("rules.d/50-03-inline-inline.yaml"));
+
+    // Broken versions from every source.
+    cluster
+        .apply::<Rulesfile>(rulesfile(
+            "oci",
+            json!({"ociArtifact": oci(&registry, "falco/rules", "2")}),
+        ))
+        .await;
+    cms.replace(
+        "rules-cm",
+        &PostParams::default(),
+        &cm("- list: l\n  items: [a]\n\n- rule: r\n  desc: d\n  condition: c\n"),
+    )
+    .await
+    .unwrap();
+    cluster
+        .apply::<Rulesfile>(rulesfile(
+            "inline",
+            json!({"inlineRules": {"rule": "not a list"}}),
+        ))
+        .await;
+    let oci_entry = cluster.wait_reason(&node, "oci", "InvalidRulesfile").await;
+    let message = programmed_message(&oci_entry);
+    assert!(
+        message.contains("not YAML") && message.contains("line "),
+        "{message}"
+    );
+    let cm_entry = cluster.wait_reason(&node, "cm", "InvalidRulesfile").await;
+    let message = programmed_message(&cm_entry);
+    assert!(
+        message.contains("line 4 column 1") && message.contains("lacks output, priority"),
+        "{message}"
+    );
+    let inline_entry = cluster
+        .wait_reason(&node, "inline", "InvalidRulesfile")
+        .await;
+    let message = programmed_message(&inline_entry);
+    assert!(message.contains("line 1 column 1"), "{message}");
+    // The previous good files stay, byte for byte.
+    assert_eq!(read(sidecar.dir("rules.d/50-01-oci-oci.yaml")), good);
+    assert_eq!(read(sidecar.dir("rules.d/50-02-cm-configmap.yaml")), good);
+    assert_eq!(
+        read(sidecar.dir("rules.d/50-03-inline-inline.yaml")),
+        inline_before
+    );
+}
+
+/// Issue 14 item 4, the bearer path: a Secret with only `password` is sent as
+/// `Authorization: Bearer <token>` on the registry requests (seen by a loopback proxy in front
+/// of the registry), and the artifact installs.
+#[tokio::test]
+async fn a_password_only_secret_is_sent_as_a_bearer_token() {
+    let cluster = Cluster::new("bearer").await;
+    let registry = Registry::start(RegistryOptions::default());
+    registry
+        .push_rules("falco/rules:1", b"- list: bearer\n  items: []\n")
+        .await;
+    let proxy = Proxy::start(&registry.host, 0, 0).await;
+    let node = cluster.node("n", &[]).await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "token"}, "stringData": {"password": "t0ken"},
+    }))
+    .unwrap();
+    cluster
+        .api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    cluster
+        .apply::<Rulesfile>(rulesfile(
+            "r",
+            json!({"ociArtifact": {"image": {"repository": "falco/rules", "tag": "1"},
+                "registry": {"name": proxy.host, "plainHTTP": true, "auth": {"secretRef": {"name": "token"}}}}}),
+        ))
+        .await;
+    let mut sidecar = Sidecar::start(&cluster.ns, &node, &[]);
+    sidecar.wait_ready().await;
+    cluster
+        .wait_programmed(&node, "Rulesfile", "r", "True")
+        .await;
+    let manifest_requests: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.path.contains("/manifests/"))
+        .collect();
+    assert!(!manifest_requests.is_empty());
+    for seen in &manifest_requests {
+        assert_eq!(
+            seen.authorization.as_deref(),
+            Some("Bearer t0ken"),
+            "{seen:?}"
+        );
+    }
 }

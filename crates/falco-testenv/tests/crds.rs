@@ -293,6 +293,32 @@ async fn upstream_manifests_without_spec_or_with_empty_spec_apply() {
     )
     .await
     .expect("digest-pinned rulesfile");
+    // Accepted by upstream v0.4.1, so accepted here: `__` is a separator of the OCI
+    // distribution grammar, and registry.name may carry a repository path prefix.
+    for (name, repository, registry) in [
+        ("double-underscore", "team__x/rules", "ghcr.io"),
+        ("registry-with-path", "rules", "myreg.azurecr.io/falco"),
+        (
+            "registry-port-path",
+            "c-d--e/a.b",
+            "registry.local:5000/team/sub",
+        ),
+    ] {
+        let created = create::<Rulesfile>(
+            &client,
+            &ns,
+            rulesfile(
+                name,
+                json!({"ociArtifact": {"image": {"repository": repository}, "registry": {"name": registry}}}),
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {}", e.message));
+        assert_eq!(
+            created["spec"]["ociArtifact"]["registry"]["name"], registry,
+            "{name}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -348,6 +374,45 @@ async fn invalid_specs_are_refused_with_a_message_a_person_can_act_on() {
             oci(json!({"repository": "falcosecurity/rules:3"}), json!({})),
         ),
         "repository must be an OCI repository path",
+    )
+    .await;
+    for (name, repository) in [
+        ("repo-triple-underscore", "team___x/rules"),
+        ("repo-trailing-separator", "team_/rules"),
+        ("repo-uppercase", "Team/rules"),
+    ] {
+        assert_rejected::<Rulesfile>(
+            &client,
+            &ns,
+            rulesfile(name, oci(json!({"repository": repository}), json!({}))),
+            "repository must be an OCI repository path",
+        )
+        .await;
+    }
+    // A repository that carries its own host is refused, as the message says.
+    for (name, repository) in [
+        ("repo-with-host", "ghcr.io/falcosecurity/rules"),
+        ("repo-with-localhost", "localhost/rules"),
+    ] {
+        assert_rejected::<Rulesfile>(
+            &client,
+            &ns,
+            rulesfile(name, oci(json!({"repository": repository}), json!({}))),
+            "repository must not start with a registry host",
+        )
+        .await;
+    }
+    assert_rejected::<Rulesfile>(
+        &client,
+        &ns,
+        rulesfile(
+            "registry-path-uppercase",
+            oci(
+                json!({"repository": "a/b"}),
+                json!({"name": "myreg.azurecr.io/Falco"}),
+            ),
+        ),
+        "registry.name is a host[:port]",
     )
     .await;
     assert_rejected::<Rulesfile>(

@@ -347,6 +347,8 @@ pub struct Seen {
     pub path: String,
     /// Status answered.
     pub status: u16,
+    /// The `Authorization` header sent, if any.
+    pub authorization: Option<String>,
     /// When it was seen.
     pub at: Instant,
 }
@@ -417,6 +419,11 @@ async fn serve(
     let mut parts = request_line.split(' ');
     let method = parts.next().unwrap_or_default().to_owned();
     let path = parts.next().unwrap_or_default().to_owned();
+    let authorization = text.split("\r\n").find_map(|l| {
+        l.split_once(':')
+            .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            .map(|(_, v)| v.trim().to_owned())
+    });
     // oci-client's `GET /v2/` ping swallows errors, so only real API requests are failed.
     let fail = path != "/v2/" && {
         let mut left = failures.lock().unwrap();
@@ -429,6 +436,7 @@ async fn serve(
             method,
             path,
             status: 429,
+            authorization,
             at: Instant::now(),
         });
         let answer = format!(
@@ -459,6 +467,7 @@ async fn serve(
         method,
         path,
         status,
+        authorization,
         at: Instant::now(),
     });
     conn.write_all(&response).await?;
