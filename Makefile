@@ -73,9 +73,10 @@ build:
 
 ## bench: speed and memory figures, written to docs/benchmarks.md (reference tools: nginx-light,
 ## wrk, hyperfine from apt as .ci/run installs them, and kubectl; oras and upstream's operator from the Go proxy).
-bench: testenv build
+bench: testenv build images
 	$(CARGO) build --release --workspace --bins
 	bash bench/testenv.sh
+	bash bench/node.sh
 	bash bench/driver-loader.sh
 	bash bench/driver-coverage.sh
 	bash bench/driver-repo.sh

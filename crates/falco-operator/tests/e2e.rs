@@ -71,7 +71,7 @@ async fn install_operator(cluster: &falco_testenv::Cluster, client: &Client, ns:
         .expect("tagged");
     let output = Command::new(helm)
         .arg("template")
-        .arg("e2e")
+        .arg("op")
         .arg(repo_root().join("deploy/helm/falco-operator"))
         .args(["--namespace", ns])
         .args(["--set", &format!("image.repository={repository}")])
@@ -157,7 +157,7 @@ fn started_at(pod: &Pod, container: &str, init: bool) -> Option<k8s_openapi::jif
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_chart_runs_the_operator_and_a_falco_cr_runs_on_the_node() {
+async fn the_chart_runs_the_operator_and_falco_and_component_crs_run_on_the_node() {
     let _node = NODE.lock().await;
     let (cluster, client, ns) = setup("e2e").await;
     install_operator(cluster, &client, &ns).await;
@@ -165,7 +165,7 @@ async fn the_chart_runs_the_operator_and_a_falco_cr_runs_on_the_node() {
     // The operator runs in-cluster: its Deployment is Available from the real status.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     wait_for("the operator Deployment available", || async {
-        let d = deployments.get_opt("e2e-falco-operator").await.ok()??;
+        let d = deployments.get_opt("op-falco-operator").await.ok()??;
         (d.status?.available_replicas? >= 1).then_some(())
     })
     .await;
@@ -200,14 +200,39 @@ async fn the_chart_runs_the_operator_and_a_falco_cr_runs_on_the_node() {
 
     // The real DaemonSet controller creates the pod, the scheduler binds it, the kubelet runs it.
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let selector = ListParams::default().labels("app.kubernetes.io/instance=e2e");
-    let pod = wait_for("the Falco pod running", || async {
-        let list = pods.list(&selector).await.ok()?;
-        let pod = list.items.into_iter().next()?;
-        started_at(&pod, "falco", false)?;
-        Some(pod)
-    })
-    .await;
+    let selector =
+        ListParams::default().labels("app.kubernetes.io/name=e2e,app.kubernetes.io/instance=e2e");
+    let pod = {
+        let start = std::time::Instant::now();
+        loop {
+            let list = pods.list(&selector).await.expect("list pods");
+            if let Some(pod) = list.items.first()
+                && started_at(pod, "falco", false).is_some()
+            {
+                break pod.clone();
+            }
+            if start.elapsed() > DEADLINE {
+                let kubelet = std::fs::read_to_string(cluster.node.dir().join("kubelet.log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = kubelet.lines().rev().take(15).collect();
+                panic!(
+                    "timed out waiting for the Falco pod running: pods {}\nDaemonSet {:?}\nkubelet: {}",
+                    serde_json::to_string(
+                        &list.items.iter().map(|p| &p.status).collect::<Vec<_>>()
+                    )
+                    .unwrap_or_default(),
+                    Api::<DaemonSet>::namespaced(client.clone(), &ns)
+                        .get_opt("e2e")
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|d| d.status),
+                    tail.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
     let pod_name = pod.metadata.name.clone().expect("name");
     assert_eq!(
         pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
@@ -326,6 +351,56 @@ async fn the_chart_runs_the_operator_and_a_falco_cr_runs_on_the_node() {
     ] {
         assert!(!present, "{kind} e2e left behind");
     }
+
+    // A Component type starts its Deployment (falcosidekick's, running the stand-in on its
+    // port): the real ReplicaSet controller, scheduler and kubelet make it Available.
+    let component: falco_api::Component = serde_json::from_value(json!({
+        "apiVersion": "instance.falcosecurity.dev/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": "sidekick"},
+        "spec": {
+            "component": {"type": "falcosidekick"},
+            "podTemplateSpec": {"spec": {"containers": [{
+                "name": "falcosidekick",
+                "image": cluster.image("falco-standin"),
+                "env": [{"name": "FALCO_STANDIN_PORT", "value": "2801"}],
+                "readinessProbe": {"initialDelaySeconds": 1, "periodSeconds": 2},
+            }]}},
+        },
+    }))
+    .expect("Component");
+    let components: Api<falco_api::Component> = Api::namespaced(client.clone(), &ns);
+    components
+        .create(&PostParams::default(), &component)
+        .await
+        .expect("create Component");
+    wait_for("the falcosidekick Deployment available", || async {
+        let d = deployments.get_opt("sidekick").await.ok()??;
+        (d.status?.available_replicas? >= 1).then_some(())
+    })
+    .await;
+    wait_for("Component Available=True", || async {
+        let c = components.get_opt("sidekick").await.ok()??;
+        c.status?
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Available" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+    components
+        .delete("sidekick", &DeleteParams::foreground())
+        .await
+        .expect("delete Component");
+    wait_for("the falcosidekick Deployment gone", || async {
+        deployments
+            .get_opt("sidekick")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
 
     // The operator goes with its namespace.
     Api::<Namespace>::all(client.clone())
