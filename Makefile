@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEMO_DIR ?= .demo
 
-.PHONY: deps demo test lint fmt clippy crds testenv garage helm falcoctl check-images bench build clean
+.PHONY: deps demo test lint fmt clippy crds testenv garage helm falcoctl images check-images bench build clean
 
 ## demo: the whole story on one machine (control plane, registry, operator, two simulated nodes,
 ## driver repository and loader); Ctrl-C stops everything.
@@ -12,9 +12,11 @@ demo: deps testenv
 	@bash hack/demo.sh "$(DEMO_DIR)"
 
 ## test: every test of the workspace, against a real kube-apiserver + etcd (and the other real
-## servers the crates need), all started on loopback by the tests themselves.
-test: deps testenv garage helm falcoctl
+## servers the crates need), all started on loopback by the tests themselves; the end-to-end
+## tests add the controller manager, scheduler and a node running the project's images.
+test: deps testenv garage helm falcoctl images
 	FALCO_TESTENV_BIN="$$(bash hack/build-testenv.sh)" \
+	FALCO_IMAGE_BINS="$$(bash hack/build-images.sh)" \
 	FALCO_GARAGE_BIN="$$(bash hack/build-garage.sh)/garage" \
 	FALCO_HELM_BIN="$$(bash hack/build-helm.sh)/helm" \
 	FALCO_FALCOCTL_BIN="$$(bash hack/build-falcoctl.sh)/falcoctl" \
@@ -39,7 +41,8 @@ crds: helm
 deps:
 	@bash hack/install-deps.sh
 
-## testenv: build (once per machine) kube-apiserver and etcd from the Go module proxy.
+## testenv: build (once per machine) etcd, the Kubernetes control plane and kubelet, containerd
+## and the CNI loopback plugin from the Go module proxy.
 testenv:
 	@bash hack/build-testenv.sh >/dev/null
 
@@ -56,7 +59,12 @@ helm:
 falcoctl:
 	@bash hack/build-falcoctl.sh >/dev/null
 
-## check-images: the container images' build check (static musl binaries, Dockerfile paths).
+## images: the static musl binaries the images are made of (the tests' node runs them).
+images:
+	@bash hack/build-images.sh >/dev/null
+
+## check-images: the real image build without a container engine: the Dockerfile's consistency,
+## the static musl binaries, the OCI images assembled from them and pushed to a local registry.
 check-images:
 	bash hack/check-images.sh
 
@@ -65,9 +73,10 @@ build:
 
 ## bench: speed and memory figures, written to docs/benchmarks.md (reference tools: nginx-light,
 ## wrk, hyperfine from apt as .ci/run installs them, and kubectl; oras and upstream's operator from the Go proxy).
-bench: testenv build
+bench: testenv build images
 	$(CARGO) build --release --workspace --bins
 	bash bench/testenv.sh
+	bash bench/node.sh
 	bash bench/driver-loader.sh
 	bash bench/driver-coverage.sh
 	bash bench/driver-repo.sh

@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# Builds the real components the tests and the demo run (kube-apiserver, etcd) from the
-# Go module proxy through the wrapper modules in hack/, once per machine.
+# Builds the real components the tests and the demo run from the Go module proxy through the
+# wrapper modules in hack/, once per machine:
+#   control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler (hack/etcd-bin,
+#                  hack/k8s-bins; the Kubernetes commands in one `go build`, so the packages they
+#                  share compile once)
+#   node:          kubelet (hack/k8s-bins, same build), containerd 2.x + containerd-shim-runc-v2
+#                  and the CNI loopback plugin (hack/node-bins, one `go build`)
+# runc comes from Debian (hack/install-deps.sh).
 #
 # Output: $FALCO_TESTENV_BIN (default: ${XDG_CACHE_HOME:-$HOME/.cache}/falco-operator/testenv/<key>/bin)
 # where <key> hashes the wrapper modules, so a version bump rebuilds and a warm machine skips.
@@ -20,27 +26,42 @@ case "$gov" in
 esac
 
 # The key covers what decides the binaries' content: the pinned modules and the version stamp.
-key="$( (echo "$K8S_VERSION"; cat "$here/k8s-bins/go.mod" "$here/k8s-bins/go.sum" "$here/etcd-bin/go.mod" "$here/etcd-bin/go.sum") | sha256sum | cut -c1-16)"
+key="$( (echo "$K8S_VERSION"; cat "$here"/{k8s-bins,etcd-bin,node-bins}/{go.mod,go.sum,tools.go} 2>/dev/null) | sha256sum | cut -c1-16)"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/falco-operator/testenv/$key"
 bin="${FALCO_TESTENV_BIN:-$cache/bin}"
 mkdir -p "$bin"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
 
-build() { # build <name> <module dir> <package> [ldflags]
-  local name="$1" dir="$2" pkg="$3" ldf="${4:-}"
-  if [ -x "$bin/$name" ]; then
-    echo "build-testenv: $name cached at $bin/$name" >&2
-    return
-  fi
-  echo "build-testenv: building $name (first run on this machine; several minutes)" >&2
-  local start=$SECONDS
-  (cd "$dir" && go mod download -x >/dev/null 2>"$bin/.$name.download.log") ||
-    die "cannot download the Go modules for $name from the Go module proxy ($(go env GOPROXY)); see $bin/.$name.download.log"
-  (cd "$dir" && go build -trimpath -tags selinux,notest,grpcnotrace -ldflags "-s -w $ldf" -o "$bin/.$name.tmp" "$pkg") ||
-    die "go build of $name failed"
-  mv -f "$bin/.$name.tmp" "$bin/$name"
-  echo "build-testenv: built $name in $((SECONDS - start)) s" >&2
+# build <module dir> <tags> <ldflags> <name=package>...: builds the missing binaries of one
+# module in one `go build` (into a temporary directory, then renamed into place).
+build() {
+  local dir="$1" tags="$2" ldf="$3"; shift 3
+  local missing=() pkgs=() spec name
+  for spec in "$@"; do
+    name="${spec%%=*}"
+    if [ -x "$bin/$name" ]; then
+      echo "build-testenv: $name cached at $bin/$name" >&2
+    else
+      missing+=("$name"); pkgs+=("${spec#*=}")
+    fi
+  done
+  [ "${#missing[@]}" -eq 0 ] && return
+  echo "build-testenv: building ${missing[*]} (first run on this machine; several minutes)" >&2
+  local start=$SECONDS tmp="$bin/.build.$$"
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  (cd "$dir" && go mod download -x >/dev/null 2>"$bin/.download.log") ||
+    die "cannot download the Go modules of $dir from the Go module proxy ($(go env GOPROXY)); see $bin/.download.log"
+  # One package: name the output (a module path ending in /vN would name it after the path).
+  local out="$tmp/"; [ "${#pkgs[@]}" -eq 1 ] && out="$tmp/${missing[0]}"
+  (cd "$dir" && go build -trimpath -tags "$tags" -ldflags "-s -w $ldf" -o "$out" "${pkgs[@]}") ||
+    die "go build of ${missing[*]} failed"
+  for name in "${missing[@]}"; do
+    [ -x "$tmp/$name" ] || die "go build did not produce $name"
+    mv -f "$tmp/$name" "$bin/$name"
+  done
+  rm -rf "$tmp"
+  echo "build-testenv: built ${missing[*]} in $((SECONDS - start)) s" >&2
 }
 
 ldf=""
@@ -48,7 +69,17 @@ for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldf="$ldf -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=37 -X $p.gitTreeState=clean"
 done
 
-build etcd "$here/etcd-bin" go.etcd.io/etcd/server/v3
-build kube-apiserver "$here/k8s-bins" k8s.io/kubernetes/cmd/kube-apiserver "$ldf"
+k8s=k8s.io/kubernetes/cmd
+build "$here/etcd-bin" "" "" etcd=go.etcd.io/etcd/server/v3
+build "$here/k8s-bins" selinux,notest,grpcnotrace "$ldf" \
+  kube-apiserver=$k8s/kube-apiserver kube-controller-manager=$k8s/kube-controller-manager \
+  kube-scheduler=$k8s/kube-scheduler kubelet=$k8s/kubelet
+# containerd without the snapshotters that need cgo (btrfs, devmapper); overlayfs is used.
+CONTAINERD_VERSION="$(awk '$1 == "github.com/containerd/containerd/v2" { print $2 }' "$here/node-bins/go.mod")"
+build "$here/node-bins" no_btrfs,no_devmapper,no_zfs \
+  "-X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" \
+  containerd=github.com/containerd/containerd/v2/cmd/containerd \
+  containerd-shim-runc-v2=github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
+  loopback=github.com/containernetworking/plugins/plugins/main/loopback
 
 echo "$bin"

@@ -3,8 +3,12 @@
 #  1. lints the Dockerfile: every path it copies from the build context exists, every binary a
 #     final stage copies out of the builder is one the builder builds, and every ENTRYPOINT is a
 #     file its stage copied in;
-#  2. compiles the same binaries for the same static musl target the builder uses;
-#  3. checks each one is statically linked and runs (`--help`).
+#  2. compiles the same binaries for the same static musl target the builder uses
+#     (hack/build-images.sh, with the tests' falco-standin);
+#  3. checks each one is statically linked and runs (`--help`);
+#  4. builds the OCI images from them without a container engine (`falco-testenv images`: a
+#     base layer with CA certificates and the non-root user, the binary, the Dockerfile's
+#     user, entrypoint and command), pushes them to a local registry and pulls each back.
 # The release profile is left to the real image build; the code, features and target are the same.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -34,14 +38,11 @@ done
 echo "check-images: Dockerfile paths, stages and entrypoints are consistent" >&2
 
 # 2. Static musl build.
-command -v musl-gcc >/dev/null || fail "musl-gcc is missing (Debian package musl-tools)"
-rustup target list --installed 2>/dev/null | grep -qx "$target" || rustup target add "$target"
-pkgs=(); for bin in "${bins[@]}"; do pkgs+=(-p "$bin"); done
-cargo build --locked --target "$target" "${pkgs[@]}" --bins
+bindir="$(bash hack/build-images.sh | tail -1)"
 
 # 3. Static and runnable.
-for bin in "${bins[@]}"; do
-  path="${CARGO_TARGET_DIR:-target}/$target/debug/$bin"
+for bin in "${bins[@]}" falco-standin; do
+  path="$bindir/$bin"
   [ -x "$path" ] || fail "$path was not built"
   if readelf -l "$path" | grep -q 'Requesting program interpreter'; then
     fail "$bin is dynamically linked"
@@ -49,3 +50,10 @@ for bin in "${bins[@]}"; do
   "$path" --help >/dev/null || fail "$bin --help failed"
   echo "check-images: $bin is static and runs ($(du -h "$path" | cut -f1))" >&2
 done
+
+# 4. The images, engine-free, pushed and pulled back.
+cargo build -q -p falco-testenv --bin falco-testenv
+regdir="$(mktemp -d)"
+trap 'rm -rf "$regdir"' EXIT
+"${CARGO_TARGET_DIR:-target}/debug/falco-testenv" images --bins "$bindir" --dir "$regdir" |
+  while IFS=$'\t' read -r ref size; do echo "check-images: built, pushed and pulled $ref ($size)" >&2; done

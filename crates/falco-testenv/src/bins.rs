@@ -8,13 +8,16 @@ use crate::Error;
 /// Environment variable naming a directory that holds `etcd` and `kube-apiserver`.
 pub const BIN_DIR_ENV: &str = "FALCO_TESTENV_BIN";
 
-/// Paths of the control-plane binaries.
+/// Paths of the control-plane binaries, and the directory holding the rest (controller manager,
+/// scheduler, and the node's kubelet, containerd, its shim and the CNI plugin).
 #[derive(Clone, Debug)]
 pub struct Binaries {
     /// The etcd server.
     pub etcd: PathBuf,
     /// The Kubernetes API server.
     pub kube_apiserver: PathBuf,
+    /// The directory `hack/build-testenv.sh` fills.
+    pub dir: PathBuf,
 }
 
 impl Binaries {
@@ -22,8 +25,24 @@ impl Binaries {
         let bins = Self {
             etcd: dir.join("etcd"),
             kube_apiserver: dir.join("kube-apiserver"),
+            dir: dir.to_owned(),
         };
         (bins.etcd.is_file() && bins.kube_apiserver.is_file()).then_some(bins)
+    }
+
+    /// The binary `name` of the same directory (`kube-scheduler`, `kubelet`, `containerd`, …),
+    /// or an error saying how to get it.
+    pub fn other(&self, name: &str) -> Result<PathBuf, Error> {
+        let path = self.dir.join(name);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(Error::Binaries(format!(
+                "{} has no {name}: run hack/build-testenv.sh (it builds the controller manager, \
+                 scheduler, kubelet and containerd beside the API server)",
+                self.dir.display()
+            )))
+        }
     }
 }
 

@@ -57,6 +57,11 @@ pub struct StartOptions {
     pub timeout: Duration,
     /// Extra kube-apiserver flags, e.g. `--v=4`.
     pub extra_apiserver_args: Vec<String>,
+    /// Also run kube-controller-manager and kube-scheduler, with the API server set up for
+    /// pods (ServiceAccount admission, the Node authorizer and NodeRestriction), so that a
+    /// [`crate::Node`] can join. Without it the control plane stores objects and nothing acts
+    /// on them, which is all most tests need.
+    pub controllers: bool,
 }
 
 impl Default for StartOptions {
@@ -65,6 +70,7 @@ impl Default for StartOptions {
             binaries: None,
             timeout: Duration::from_secs(90),
             extra_apiserver_args: Vec::new(),
+            controllers: false,
         }
     }
 }
@@ -73,6 +79,8 @@ impl Default for StartOptions {
 pub struct ControlPlane {
     dir: TempDir,
     server: String,
+    port: u16,
+    controllers: bool,
     etcd_url: String,
     serving_ca_pem: String,
     client_ca: Authority,
@@ -172,6 +180,7 @@ impl ControlPlane {
             ("serving.crt", serving.cert.as_str()),
             ("serving.key", serving.key.as_str()),
             ("client-ca.crt", client_ca.cert_pem.as_str()),
+            ("serving-ca.crt", serving_ca.cert_pem.as_str()),
             ("sa.key", sa_key.as_str()),
             ("sa.pub", sa_pub.as_str()),
         ] {
@@ -180,6 +189,8 @@ impl ControlPlane {
 
         let cp = Self {
             server: String::new(),
+            port: 0,
+            controllers: options.controllers,
             etcd_url: String::new(),
             serving_ca_pem: serving_ca.cert_pem.clone(),
             client_ca,
@@ -220,6 +231,7 @@ impl ControlPlane {
         self.wait_etcd(&etcd_log, options.timeout).await?;
 
         let port = free_port()?;
+        self.port = port;
         self.server = format!("https://127.0.0.1:{port}");
         let mut args = vec![
             format!("--etcd-servers={}", self.etcd_url),
@@ -236,8 +248,6 @@ impl ControlPlane {
             "--advertise-address=127.0.0.1".to_owned(),
             "--service-cluster-ip-range=10.0.0.0/16".to_owned(),
             "--allow-privileged=true".to_owned(),
-            "--disable-admission-plugins=ServiceAccount".to_owned(),
-            "--authorization-mode=RBAC".to_owned(),
             format!("--client-ca-file={}", certs.join("client-ca.crt").display()),
             format!("--service-account-issuer=https://127.0.0.1:{port}/"),
             format!(
@@ -249,6 +259,16 @@ impl ControlPlane {
                 certs.join("sa.key").display()
             ),
         ];
+        if options.controllers {
+            // Pods: service account tokens mounted, kubelets authorized as nodes.
+            args.push("--enable-admission-plugins=NodeRestriction".to_owned());
+            args.push("--authorization-mode=Node,RBAC".to_owned());
+        } else {
+            // Objects only: no controller creates the `default` ServiceAccounts that the
+            // ServiceAccount admission plugin would require of every pod.
+            args.push("--disable-admission-plugins=ServiceAccount".to_owned());
+            args.push("--authorization-mode=RBAC".to_owned());
+        }
         args.extend(options.extra_apiserver_args.iter().cloned());
         let apiserver_log = root.join("kube-apiserver.log");
         self.spawn(
@@ -260,7 +280,114 @@ impl ControlPlane {
         let kubeconfig = self.kubeconfig_yaml_for(&self.admin);
         write_file(&self.kubeconfig_path, &kubeconfig)?;
         self.wait_apiserver(&apiserver_log, options.timeout).await?;
+        if options.controllers {
+            self.start_controllers(binaries, options.timeout).await?;
+        }
         Ok(self)
+    }
+
+    /// kube-controller-manager and kube-scheduler, each with a kubeconfig of its own (a
+    /// `system:masters` client certificate: the harness does not run the token controllers that
+    /// per-controller credentials would need), no leader election, serving on loopback only.
+    async fn start_controllers(&self, binaries: &Binaries, timeout: Duration) -> Result<(), Error> {
+        let root = self.dir.path().to_owned();
+        let certs = root.join("certs");
+        for (name, user) in [
+            ("kube-controller-manager", "system:kube-controller-manager"),
+            ("kube-scheduler", "system:kube-scheduler"),
+        ] {
+            let pem = self.client_ca.client(user, Some("system:masters"))?;
+            write_file(
+                &root.join(format!("{name}.kubeconfig")),
+                &self.kubeconfig_yaml_for(&pem),
+            )?;
+        }
+        let common = |name: &str, port: u16| {
+            vec![
+                format!(
+                    "--kubeconfig={}",
+                    root.join(format!("{name}.kubeconfig")).display()
+                ),
+                "--leader-elect=false".to_owned(),
+                "--bind-address=127.0.0.1".to_owned(),
+                format!("--secure-port={port}"),
+                format!("--cert-dir={}", root.join(name).display()),
+            ]
+        };
+        let mut kcm = common("kube-controller-manager", free_port()?);
+        kcm.extend([
+            format!("--root-ca-file={}", certs.join("serving-ca.crt").display()),
+            "--cluster-name=falco-testenv".to_owned(),
+            "--controllers=*".to_owned(),
+            // Nodes that stop reporting are noticed in seconds, not minutes.
+            "--node-monitor-grace-period=20s".to_owned(),
+        ]);
+        let kcm_log = root.join("kube-controller-manager.log");
+        self.spawn(
+            "kube-controller-manager",
+            &binaries.other("kube-controller-manager")?,
+            &kcm,
+            &kcm_log,
+        )?;
+        let scheduler_port = free_port()?;
+        let scheduler_log = root.join("kube-scheduler.log");
+        self.spawn(
+            "kube-scheduler",
+            &binaries.other("kube-scheduler")?,
+            &common("kube-scheduler", scheduler_port),
+            &scheduler_log,
+        )?;
+
+        // The controller manager works once it has created `default/default` and published
+        // the cluster CA; the scheduler once its health endpoint answers.
+        let client = self.client().await?;
+        let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), "default");
+        let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+            Api::namespaced(client, "default");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .danger_accept_invalid_certs(true) // its own self-signed loopback certificate
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+        let healthz = format!("https://127.0.0.1:{scheduler_port}/healthz");
+        let deadline = Instant::now() + timeout;
+        let (mut kcm_ready, mut scheduler_ready) = (false, false);
+        while !(kcm_ready && scheduler_ready) {
+            self.check_alive("kube-controller-manager or kube-scheduler", &kcm_log)?;
+            if !kcm_ready {
+                kcm_ready = accounts.get_opt("default").await.ok().flatten().is_some()
+                    && config_maps
+                        .get_opt("kube-root-ca.crt")
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some();
+            }
+            if !scheduler_ready {
+                scheduler_ready = http
+                    .get(&healthz)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+            }
+            if Instant::now() > deadline {
+                let (name, log) = if kcm_ready {
+                    ("kube-scheduler", &scheduler_log)
+                } else {
+                    ("kube-controller-manager", &kcm_log)
+                };
+                return Err(Error::NotReady {
+                    name,
+                    seconds: timeout.as_secs(),
+                    log: log.clone(),
+                    tail: log_tail(log),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(())
     }
 
     fn spawn(
@@ -397,6 +524,31 @@ impl ControlPlane {
         Self::client_from_yaml(&self.kubeconfig_yaml_for(&pem)).await
     }
 
+    /// A kubeconfig (certificates embedded) for a client certificate of `user` in `group`.
+    pub fn kubeconfig_yaml_as(&self, user: &str, group: Option<&str>) -> Result<String, Error> {
+        Ok(self.kubeconfig_yaml_for(&self.client_ca.client(user, group)?))
+    }
+
+    /// The PEM of the CA that signed the API server's serving certificate.
+    pub fn serving_ca_pem(&self) -> &str {
+        &self.serving_ca_pem
+    }
+
+    /// The PEM of the CA that client certificates are checked against.
+    pub fn client_ca_pem(&self) -> &str {
+        &self.client_ca.cert_pem
+    }
+
+    /// The API server's port on `127.0.0.1`.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether kube-controller-manager and kube-scheduler run ([`StartOptions::controllers`]).
+    pub fn has_controllers(&self) -> bool {
+        self.controllers
+    }
+
     /// The admin kubeconfig, with certificates embedded.
     pub fn kubeconfig_yaml(&self) -> String {
         self.kubeconfig_yaml_for(&self.admin)
@@ -436,6 +588,19 @@ impl ControlPlane {
         };
         let created = api.create(&PostParams::default(), &ns).await?;
         Ok(created.metadata.name.unwrap_or_default())
+    }
+
+    /// Hands process `pid` to this control plane's guard: it is terminated with the servers,
+    /// also when this process dies without dropping anything (a shared control plane).
+    pub fn adopt(&self, pid: u32) {
+        if let Some((_, stdin)) = self
+            .guard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            let _ = writeln!(stdin, "{pid}").and_then(|()| stdin.flush());
+        }
     }
 
     /// Stops both servers and removes every file. Same as dropping it.

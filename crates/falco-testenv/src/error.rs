@@ -66,4 +66,10 @@ pub enum Error {
     /// A CRD did not become Established in time.
     #[error("CRD {0} was not Established within 30 s")]
     CrdNotEstablished(String),
+    /// The node (containerd + kubelet) could not be set up.
+    #[error("falco-testenv node: {0}")]
+    Node(String),
+    /// An image could not be built or pushed.
+    #[error("falco-testenv image: {0}")]
+    Image(String),
 }

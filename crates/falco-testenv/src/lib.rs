@@ -25,6 +25,8 @@ mod control_plane;
 mod drift;
 mod error;
 pub mod garage;
+pub mod image;
+mod node;
 pub mod registry;
 pub mod snapshot;
 
@@ -33,7 +35,9 @@ pub use bins::{Binaries, locate_binaries, locate_helm};
 pub use control_plane::{ControlPlane, StartOptions, install_crds};
 pub use drift::assert_committed_crds_match;
 pub use error::Error;
+pub use node::{HOST_NETWORK_POLICY, Node, NodeOptions, RUNC_BIN, install_host_network_policy};
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 /// The control plane shared by every test of this test binary, with all CRDs of the project
@@ -69,5 +73,108 @@ pub fn shared() -> &'static ControlPlane {
     match result {
         Ok(cp) => cp,
         Err(e) => panic!("falco-testenv: cannot start the test control plane: {e}"),
+    }
+}
+
+/// A control plane with its controllers, a registry holding the project's images and a node
+/// running pods from them: what the end-to-end tests run against.
+pub struct Cluster {
+    /// etcd, kube-apiserver, kube-controller-manager, kube-scheduler; CRDs installed.
+    pub control_plane: ControlPlane,
+    /// The node's kubelet and containerd.
+    pub node: Node,
+    /// The plain-HTTP registry the node pulls from (images and Falco artifacts).
+    pub registry: registry::Registry,
+    /// Image references by repository (`falco-operator`, `falco-standin`, …), tag `dev`.
+    pub images: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("control_plane", &self.control_plane)
+            .field("node", &self.node)
+            .field("registry", &self.registry.host())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Starts all of it. The images are built from the static binaries in
+    /// [`image::image_bins_dir`] (`make images`).
+    pub async fn start() -> Result<Self, Error> {
+        let control_plane = ControlPlane::start(StartOptions {
+            controllers: true,
+            ..StartOptions::default()
+        })
+        .await?;
+        let client = control_plane.client().await?;
+        control_plane::install_crds(&client, &falco_api::all_crds()).await?;
+        let registry_dir = control_plane.dir().join("registry");
+        let registry =
+            tokio::task::spawn_blocking(move || registry::Registry::start(&registry_dir))
+                .await
+                .map_err(|e| Error::Registry(e.to_string()))??;
+        control_plane.adopt(registry.pid());
+        let images: BTreeMap<String, String> =
+            image::push_project_images(registry.host(), "dev", &image::image_bins_dir())
+                .await?
+                .into_iter()
+                .collect();
+        let node = Node::start(
+            &control_plane,
+            NodeOptions {
+                registries: vec![registry.host().to_owned()],
+                pause_image: images
+                    .get("falco-testenv-pause")
+                    .cloned()
+                    .unwrap_or_default(),
+                timeout: std::time::Duration::from_secs(120),
+            },
+        )
+        .await?;
+        Ok(Self {
+            control_plane,
+            node,
+            registry,
+            images,
+        })
+    }
+
+    /// The reference of the project image `repository` (e.g. `falco-operator`).
+    ///
+    /// # Panics
+    /// When there is no such image.
+    pub fn image(&self, repository: &str) -> &str {
+        self.images
+            .get(repository)
+            .unwrap_or_else(|| panic!("no image {repository} in {:?}", self.images.keys()))
+    }
+}
+
+/// The [`Cluster`] shared by every test of this test binary; started on first use, torn down
+/// (guards) when the process ends.
+///
+/// # Panics
+/// When any part cannot start; the message names it.
+pub fn shared_cluster() -> &'static Cluster {
+    static SHARED: OnceLock<Result<Cluster, String>> = OnceLock::new();
+    let result = SHARED.get_or_init(|| {
+        std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime
+                .block_on(Cluster::start())
+                .map_err(|e| e.to_string())
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the cluster start-up thread panicked".to_owned()))
+    });
+    match result {
+        Ok(cluster) => cluster,
+        Err(e) => panic!("falco-testenv: cannot start the test cluster: {e}"),
     }
 }

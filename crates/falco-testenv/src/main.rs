@@ -32,6 +32,14 @@ enum Command {
         /// Namespace for applied namespaced objects that name none.
         #[arg(long, default_value = "default")]
         namespace: String,
+        /// Also run the controller manager, the scheduler and a node (containerd + kubelet),
+        /// with a local registry holding the project's images (built from the static binaries
+        /// in --image-bins); pods run for real.
+        #[arg(long)]
+        node: bool,
+        /// Directory of the static musl binaries the images are built from (`make images`).
+        #[arg(long, env = "FALCO_IMAGE_BINS", requires = "node")]
+        image_bins: Option<PathBuf>,
     },
     /// Build (or find in the per-machine cache) etcd and kube-apiserver and print their directory.
     Binaries,
@@ -44,6 +52,17 @@ enum Command {
         /// Artifacts to push, as KIND:REPOSITORY:TAG:FILE (KIND is rulesfile or plugin).
         #[arg(long, value_name = "KIND:REPOSITORY:TAG:FILE", value_parser = parse_push)]
         push: Vec<Push>,
+    },
+    /// Build the project's images (and the test stand-ins) from the static musl binaries without
+    /// a container engine, push them to a fresh local registry, read each back (manifest,
+    /// config, layers) and print their references and sizes.
+    Images {
+        /// Directory of the static binaries (`make images` / hack/build-images.sh).
+        #[arg(long, env = "FALCO_IMAGE_BINS")]
+        bins: PathBuf,
+        /// Directory for the registry's data.
+        #[arg(long)]
+        dir: PathBuf,
     },
     /// Server-side apply YAML manifests (files or directories) to the cluster of KUBECONFIG; for
     /// scripts on machines without kubectl.
@@ -149,8 +168,15 @@ async fn main() -> anyhow::Result<()> {
             no_crds,
             apply,
             namespace,
-        } => up(dir, no_crds, apply, namespace).await?,
+            node,
+            image_bins,
+        } => {
+            let node =
+                node.then(|| image_bins.unwrap_or_else(falco_testenv::image::image_bins_dir));
+            up(dir, no_crds, apply, namespace, node).await?
+        }
         Command::Registry { dir, push } => registry(dir, push).await?,
+        Command::Images { bins, dir } => images(bins, dir).await?,
         Command::Apply { paths, namespace } => {
             let client = kube::Client::try_default()
                 .await
@@ -182,19 +208,27 @@ async fn up(
     no_crds: bool,
     apply: Vec<PathBuf>,
     namespace: String,
+    node_images: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let cp = ControlPlane::start(StartOptions::default())
-        .await
-        .context("starting the control plane")?;
+    let cp = ControlPlane::start(StartOptions {
+        controllers: node_images.is_some(),
+        ..StartOptions::default()
+    })
+    .await
+    .context("starting the control plane")?;
     let api_ready = started.elapsed();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let node = match &node_images {
+        Some(bins) => Some(start_node(&cp, &dir, bins).await?),
+        None => None,
+    };
     let client = cp.client().await?;
     if !no_crds {
         install_crds(&client, &falco_api::all_crds())
             .await
             .context("installing the CRDs")?;
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, cp.kubeconfig_yaml())
         .with_context(|| format!("writing {}", kubeconfig.display()))?;
@@ -213,13 +247,67 @@ async fn up(
         }
     }
     // The one line on stdout: what a script waits for and a person copies.
-    println!("export KUBECONFIG={}", kubeconfig.display());
+    match &node {
+        Some((_, registry, _)) => println!(
+            "export KUBECONFIG={} FALCO_REGISTRY={}",
+            kubeconfig.display(),
+            registry.host()
+        ),
+        None => println!("export KUBECONFIG={}", kubeconfig.display()),
+    }
 
     wait_for_shutdown().await?;
     // stderr may be gone by now (a pipe closed by the same Ctrl-C): never panic on it.
     let _ = writeln!(std::io::stderr(), "stopping the control plane");
     let _ = std::fs::remove_file(&kubeconfig);
+    drop(node);
     cp.stop();
+    Ok(())
+}
+
+/// The registry with the project's images, then the node pulling from it.
+async fn start_node(
+    cp: &ControlPlane,
+    dir: &std::path::Path,
+    bins: &std::path::Path,
+) -> anyhow::Result<(falco_testenv::Node, Registry, Vec<(String, String)>)> {
+    let registry = tokio::task::block_in_place(|| Registry::start(&dir.join("registry")))?;
+    cp.adopt(registry.pid());
+    let images = falco_testenv::image::push_project_images(registry.host(), "dev", bins)
+        .await
+        .context("building and pushing the project's images")?;
+    for (_, reference) in &images {
+        eprintln!("pushed image {reference}");
+    }
+    let started = std::time::Instant::now();
+    let node = falco_testenv::Node::start(
+        cp,
+        falco_testenv::NodeOptions {
+            registries: vec![registry.host().to_owned()],
+            pause_image: format!("{}/falco-testenv-pause:dev", registry.host()),
+            timeout: std::time::Duration::from_secs(120),
+        },
+    )
+    .await
+    .context("starting the node")?;
+    eprintln!(
+        "node {} Ready in {:.2} s (kubelet and containerd logs in {})",
+        node.name(),
+        started.elapsed().as_secs_f64(),
+        node.dir().display()
+    );
+    Ok((node, registry, images))
+}
+
+async fn images(bins: PathBuf, dir: PathBuf) -> anyhow::Result<()> {
+    let registry = tokio::task::block_in_place(|| Registry::start(&dir))?;
+    let pushed = falco_testenv::image::push_project_images(registry.host(), "dev", &bins).await?;
+    for (repository, reference) in &pushed {
+        let size = falco_testenv::image::pulled_size(registry.host(), repository, "dev")
+            .await
+            .with_context(|| format!("reading {reference} back"))?;
+        println!("{reference}\t{:.1} MiB", size as f64 / (1024.0 * 1024.0));
+    }
     Ok(())
 }
 

@@ -82,6 +82,11 @@ impl Registry {
         Ok(())
     }
 
+    /// The registry's process ID (for a guard that must stop it if this process dies).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `127.0.0.1:<port>`.
     pub fn host(&self) -> &str {
         &self.host
