@@ -1202,9 +1202,10 @@ async fn driver_reports_reach_the_falco_status() {
             .find(|c| c.type_ == "DriverReady")
             .cloned()
     };
-    let condition = wait_for("DriverReady=False", || async {
+    // Both nodes' reports counted: the first one alone gives "1 of 1 nodes".
+    let condition = wait_for("DriverReady=False over both nodes", || async {
         let f = falcos.get("falco").await.ok()?;
-        driver_ready(&f).filter(|c| c.status == "False")
+        driver_ready(&f).filter(|c| c.status == "False" && c.message.starts_with("1 of 2 nodes"))
     })
     .await;
     assert_eq!(condition.reason, "DriverNotFound");

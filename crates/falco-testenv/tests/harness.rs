@@ -84,8 +84,10 @@ fn killing_the_cli_with_sigkill_leaves_no_process_and_no_directory() {
     let stderr = BufReader::new(child.stderr.take().expect("stderr"));
     let mut server = String::new();
     let mut dir = PathBuf::new();
+    let mut seen = Vec::new();
     for line in stderr.lines() {
         let line = line.expect("line");
+        seen.push(line.clone());
         if let Some(rest) = line.split("ready in ").nth(1) {
             server = rest
                 .split_whitespace()
@@ -99,7 +101,8 @@ fn killing_the_cli_with_sigkill_leaves_no_process_and_no_directory() {
     }
     assert!(
         server.starts_with("https://127.0.0.1:"),
-        "no ready line; got server {server:?}"
+        "no ready line; got server {server:?}; stderr:\n{}",
+        seen.join("\n")
     );
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
