@@ -28,7 +28,10 @@
 //! process to close, normally or because this process died (panic, `exit`, SIGKILL), then kills
 //! every process of that cgroup until none is left, removes the cgroups, and removes the
 //! directory. The mounts (overlay root file systems, volume tmpfs) were made in the node's own
-//! mount namespace, which ends with its last process, so none is left in the host's.
+//! mount namespace, which ends with its last process, so none is left in the host's; so was a
+//! tmpfs on `/run/containerd`, where containerd's shims put their sockets whatever it is told.
+//! What stays on the host are empty directories a pod's `hostPath` named and containerd created
+//! (`/run/crio` for a Falco pod, `/var/lib/falco-driver` for its driver cache).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -84,12 +87,16 @@ awk -v d="$dir" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r |
 rm -rf "$dir"
 "#;
 
-/// Runs in the node's new mount namespace: containerd in the background, then the kubelet once
+/// Runs in the node's new mount namespace: a private `/run/containerd`, containerd in the
+/// background, then the kubelet once
 /// containerd's socket exists (the kubelet exits at once when the runtime is not there).
 /// Arguments: the directory, the containerd binary, the kubelet binary, then the kubelet's flags.
 const NODE_SCRIPT: &str = r#"
 dir=$1 containerd=$2 kubelet=$3
 shift 3
+# The shims' sockets go to /run/containerd/s whatever the configuration says; a tmpfs of this
+# namespace keeps them off the host and goes with it.
+mkdir -p /run/containerd && mount -t tmpfs -o mode=0711 falco-testenv-node /run/containerd || exit 1
 "$containerd" --config "$dir/containerd.toml" >"$dir/containerd.log" 2>&1 &
 i=0
 while [ ! -S "$dir/containerd.sock" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i + 1)); done
