@@ -37,8 +37,9 @@ enum Command {
         /// in --image-bins); pods run for real.
         #[arg(long)]
         node: bool,
-        /// Directory of the static musl binaries the images are built from (`make images`).
-        #[arg(long, env = "FALCO_IMAGE_BINS", requires = "node")]
+        /// Directory of the static musl binaries the images are built from (`make images`);
+        /// used with --node only.
+        #[arg(long, env = "FALCO_IMAGE_BINS")]
         image_bins: Option<PathBuf>,
     },
     /// Build (or find in the per-machine cache) etcd and kube-apiserver and print their directory.
