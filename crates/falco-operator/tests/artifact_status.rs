@@ -222,15 +222,17 @@ async fn the_artifact_index_follows_artifacts_and_their_config_maps() {
     let running = operator(&ns).await;
 
     // Every artifact with uid and generation, and the ConfigMap one of them reads at its current
-    // version (the operator's in-use finalizer moved it since its creation).
+    // version. The operator's in-use finalizer moves that version once after its creation: wait
+    // for it, or the finalizer's write could land after the patch below and overtake its version.
     let uid = |o: &kube::api::ObjectMeta| o.uid.clone().expect("uid");
-    wait_for("the first index", || async {
-        let current = config_maps
-            .get("extra")
-            .await
-            .ok()?
-            .metadata
-            .resource_version?;
+    wait_for("the first index, finalizer in place", || async {
+        let extra = config_maps.get("extra").await.ok()?.metadata;
+        let protected = extra
+            .finalizers
+            .unwrap_or_default()
+            .iter()
+            .any(|f| f == falco_operator::references::CONFIGMAP_IN_USE);
+        let current = extra.resource_version.filter(|_| protected)?;
         let want: BTreeMap<String, String> = [
             (
                 "config.cfg".to_owned(),
