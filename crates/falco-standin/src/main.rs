@@ -35,6 +35,10 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Some("falco") => falco(&args[1..]).await,
+        Some("--help" | "-h") => {
+            println!("usage: falco-standin falco [args…] | falco-standin pause\n{BANNER}");
+            std::process::ExitCode::SUCCESS
+        }
         _ => {
             eprintln!("usage: falco-standin falco [args…] | falco-standin pause\n{BANNER}");
             std::process::ExitCode::from(2)
