@@ -5,9 +5,10 @@ DEMO_DIR ?= .demo
 
 .PHONY: deps demo test lint fmt clippy crds testenv garage helm falcoctl images check-images bench build clean
 
-## demo: the whole story on one machine (control plane, registry, operator, two simulated nodes,
+## demo: the whole story on one machine (a real single-node cluster running the operator from its
+## chart and Falco pods with a stand-in, registry, two simulated nodes,
 ## driver repository and loader); Ctrl-C stops everything.
-demo: deps testenv
+demo: deps testenv helm images
 	$(CARGO) build -q -p falco-testenv -p falco-operator -p falco-artifact-operator -p falco-driver-repo -p falco-driver-loader --bins
 	@bash hack/demo.sh "$(DEMO_DIR)"
 

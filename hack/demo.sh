@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # `make demo`: the whole story on one machine, on embedded defaults.
-#   1. a real control plane (etcd + kube-apiserver on loopback) with the project's CRDs;
+#   1. a real single-node cluster on loopback (etcd, kube-apiserver, controller manager,
+#      scheduler, containerd + kubelet) with the project's CRDs, and a local registry holding the
+#      project's images, built without a container engine from the static binaries;
 #   2. a local OCI registry holding a sample rules artifact;
-#   3. the instance operator, turning a Falco CR and a Component into workloads (Reconciled=True);
-#   4. two simulated nodes: Node objects, each with an artifact-operator sidecar process (its own
-#      NODE_NAME and directories) delivering a Rulesfile from the registry, an inline Rulesfile
-#      selected by node label, and a Config;
+#   3. the instance operator installed by its Helm chart, running in the cluster, turning a Falco
+#      CR and a Component into workloads whose pods run on the node (Falco's container runs
+#      falco-standin, a stand-in that lists the files Falco would load: Falco cannot run here);
+#   4. two more, simulated nodes (Node objects tainted so that no pod lands there), each with an
+#      artifact-operator sidecar process (its own NODE_NAME and directories) delivering a
+#      Rulesfile from the registry, an inline Rulesfile selected by node label, and a Config;
 #   5. a local driver repository: a sample driver published with a checksum and a signed
 #      index, served over HTTP, fetched and verified by the driver loader for a fake host,
 #      the coverage report of a sample fleet against it, and the download statistics;
@@ -19,6 +23,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 dir="$(realpath -m "${1:-.demo}")"
 mkdir -p "$dir"
 bin="${CARGO_TARGET_DIR:-target}/debug"
+image_bins="$(bash hack/build-images.sh | tail -1)"
+helm="$(bash hack/build-helm.sh)/helm"
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 pids=()
@@ -34,18 +40,19 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-step "Starting a local Kubernetes control plane (etcd + kube-apiserver) with the Falco CRDs"
-"$bin/falco-testenv" up --dir "$dir" --namespace default \
+step "Starting a local Kubernetes cluster (control plane + one node: containerd, kubelet) with the Falco CRDs"
+"$bin/falco-testenv" up --node --image-bins "$image_bins" --dir "$dir" --namespace default \
   >"$dir/testenv.out" 2>"$dir/testenv.log" &
 pids+=($!)
-for _ in $(seq 1 600); do
+for _ in $(seq 1 1200); do
   grep -q '^export KUBECONFIG=' "$dir/testenv.out" 2>/dev/null && break
   kill -0 "${pids[0]}" 2>/dev/null || { echo "the control plane failed to start; see $dir/testenv.log" >&2; exit 1; }
   sleep 0.2
 done
 grep -q '^export KUBECONFIG=' "$dir/testenv.out" || { echo "the control plane did not become ready" >&2; exit 1; }
 kubeconfig="$dir/kubeconfig"
-grep -E '^(build-testenv|control plane ready)' "$dir/testenv.log" || true
+images="$(sed -n 's/^export .*FALCO_REGISTRY=//p' "$dir/testenv.out")"
+grep -E '^(control plane ready|node .* Ready|pushed image)' "$dir/testenv.log" || true
 
 export KUBECONFIG="$kubeconfig"
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -72,23 +79,57 @@ registry="$(sed -n 's/^export FALCO_REGISTRY=//p' "$dir/registry.out")"
 [ -n "$registry" ] || { echo "the registry did not start; see $dir/registry.log" >&2; exit 1; }
 cat "$dir/registry.log"
 
-step "Starting the instance operator (falco-operator run)"
-op_metrics=$(free_port) op_health=$(free_port)
-"$bin/falco-operator" run --metrics-bind-address "127.0.0.1:$op_metrics" \
-  --health-probe-bind-address "127.0.0.1:$op_health" >"$dir/operator.log" 2>&1 &
-pids+=($!)
-wait_http "http://127.0.0.1:$op_health/readyz" "${pids[-1]}" "$dir/operator.log"
-echo "operator ready: http://127.0.0.1:$op_health/readyz, metrics on http://127.0.0.1:$op_metrics/metrics"
-
-step "Applying a Falco instance and a falcosidekick Component (examples/)"
-"$bin/falco-testenv" apply examples/falco.yaml examples/component.yaml 2>&1
-"$bin/falco-testenv" wait falco/falco --for Reconciled=True --timeout 60
-"$bin/falco-testenv" wait component/falcosidekick --for Reconciled=True --timeout 60
+step "Installing the instance operator with its Helm chart (helm template | apply; images from $images)"
+# The node runs pods in the host network: the operator's ports stay clear of the sidecar's 8081.
+op_metrics=18080 op_health=18081
+printf 'apiVersion: v1\nkind: Namespace\nmetadata: {name: falco-system}\n' >"$dir/falco-system.yaml"
+"$helm" template op deploy/helm/falco-operator --namespace falco-system \
+  --set image.repository="$images/falco-operator" --set image.tag=dev \
+  --set artifactOperatorImage="$images/falco-artifact-operator:dev" \
+  --set driverLoaderImage="$images/falco-driver-loader:dev" \
+  --set metrics.port=$op_metrics --set healthPort=$op_health >"$dir/operator-chart.yaml"
+"$bin/falco-testenv" apply "$dir/falco-system.yaml" 2>&1
+"$bin/falco-testenv" apply -n falco-system "$dir/operator-chart.yaml" 2>&1 | sed -n '1,3p;$p'
+for _ in $(seq 1 600); do curl -fs "http://127.0.0.1:$op_health/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+curl -fs "http://127.0.0.1:$op_health/readyz" >/dev/null ||
+  { echo "the operator did not become ready; see $dir/testenv.log and the node's logs" >&2; exit 1; }
+echo "operator running in the cluster: http://127.0.0.1:$op_health/readyz, metrics on http://127.0.0.1:$op_metrics/metrics"
 
 step "Two simulated nodes (node-a: tier=frontend, node-b: tier=backend) and the demo's artifacts"
 "$bin/falco-testenv" apply hack/demo/nodes.yaml 2>&1
 sed "s/@REGISTRY@/$registry/" hack/demo/artifacts.yaml.in >"$dir/artifacts.yaml"
 "$bin/falco-testenv" apply "$dir/artifacts.yaml" 2>&1
+
+step "A Falco instance and a falcosidekick Component (examples/, with the stand-in images)"
+echo "(falco-standin:dev is a stand-in for Falco and falcosidekick: it prints the files Falco would"
+echo " load and answers the health port; Falco cannot run here)"
+standin="$images/falco-standin:dev"
+python3 - "$standin" >"$dir/falco.yaml" <<'PY'
+import sys, json
+standin = sys.argv[1]
+probe = {"initialDelaySeconds": 1, "periodSeconds": 2}
+falco = {"apiVersion": "instance.falcosecurity.dev/v1alpha1", "kind": "Falco",
+         "metadata": {"name": "falco"},
+         "spec": {"version": "0.44.1", "podTemplateSpec": {"spec": {"containers": [
+             {"name": "falco", "image": standin, "readinessProbe": probe}]}}}}
+sidekick = {"apiVersion": "instance.falcosecurity.dev/v1alpha1", "kind": "Component",
+            "metadata": {"name": "falcosidekick"},
+            "spec": {"component": {"type": "falcosidekick"}, "podTemplateSpec": {"spec": {"containers": [
+                {"name": "falcosidekick", "image": standin, "readinessProbe": probe,
+                 "env": [{"name": "FALCO_STANDIN_PORT", "value": "2801"}]}]}}}}
+print(json.dumps(falco)); print("---"); print(json.dumps(sidekick))
+PY
+"$bin/falco-testenv" apply "$dir/falco.yaml" 2>&1
+"$bin/falco-testenv" wait falco/falco --for Available=True --timeout 180
+"$bin/falco-testenv" wait component/falcosidekick --for Available=True --timeout 180
+echo
+echo "\$ kubectl get pods     (falco-testenv get: the same table from the API server)"
+"$bin/falco-testenv" get pods | tee "$dir/pods.txt"
+echo
+node_dir="$(sed -n 's/^node .*(kubelet and containerd logs in \(.*\))$/\1/p' "$dir/testenv.log")"
+falco_log="$(find "${node_dir:-/nonexistent}/pod-logs" -path '*/default_falco-*/falco/*.log' 2>/dev/null | head -1)"
+echo "Falco's container (the stand-in) on the node, from its log ${falco_log:-(not found)}:"
+[ -n "$falco_log" ] && sed 's/^[^ ]* [^ ]* [^ ]* /    /' "$falco_log" | head -12
 
 step "One artifact-operator sidecar per node (falco-artifact-operator run, own NODE_NAME and directories)"
 for node in node-a node-b; do
@@ -161,6 +202,12 @@ kind: Falco
 metadata: {name: falco, namespace: falco-kmod}
 spec:
   version: "0.44.1"
+  # Only the simulated nodes: the demo runs their loaders below (the real node's kernel has no
+  # module support, and its pod would wait on a loader that cannot succeed).
+  podTemplateSpec:
+    spec:
+      nodeSelector: {falco-demo/simulated: "true"}
+      containers: [{name: falco}]
   driver:
     kind: kmod
     version: "$version"
@@ -272,7 +319,9 @@ cat <<MSG
   $bin/falco-testenv wait falco/falco --for Reconciled=True
   ls -R $dir/nodes                               (the two simulated nodes' rules.d and config.d)
   curl -s http://127.0.0.1:$op_metrics/metrics | grep falco_operator
-  logs: $dir/operator.log, $dir/sidecar-node-a.log, $dir/sidecar-node-b.log
+  $bin/falco-testenv get pods; $bin/falco-testenv get pods -n falco-system
+  logs: $dir/testenv.log (the node's kubelet and containerd logs, and the pods' logs, in the
+        directory it names), $dir/sidecar-node-a.log, $dir/sidecar-node-b.log
   kubectl get falco -n falco-kmod; $bin/falco-testenv get nodeartifacts -n falco-kmod -o json
   ls -R $dir/kmod                                (the kmod instance's nodes: status files, driver cache)
   curl -I http://$addr/driver/8.0.0%2Bdriver/x86_64/$driver
@@ -289,6 +338,10 @@ if [ "${DEMO_ONESHOT:-0}" = 1 ]; then
   [ ! -e "$dir/nodes/node-b/rules.d/60-03-frontend-rules-inline.yaml" ] ||
     { echo "demo check failed: node-b got a rules file its labels do not select" >&2; exit 1; }
   check "$dir/nodes/node-a/config.d/60-03-json-output-inline.yaml"
+  grep -qE '^falco-[a-z0-9]+ +2/2 +Running' "$dir/pods.txt" ||
+    { echo "demo check failed: no Running Falco pod (see $dir/pods.txt)" >&2; exit 1; }
+  [ -n "$falco_log" ] && grep -q 'custom-rules' "$falco_log" ||
+    { echo "demo check failed: the Falco stand-in did not list the registry's rules (${falco_log:-no log})" >&2; exit 1; }
   grep -q "7 nodes: 0 prebuilt, 3 likely prebuilt, 3 would compile, 1 not applicable" "$dir/coverage.txt" ||
     { echo "demo check failed: unexpected coverage report (see $dir/coverage.txt)" >&2; exit 1; }
   grep -q '^  DriverReady=False (DriverNotFound: 1 of 2 nodes have no driver: amazonlinux2 4.14.355-275.570.amzn2.x86_64 (DriverNotFound, 1 node)' "$dir/kmod-conditions.txt" ||
@@ -305,7 +358,7 @@ PY
     { echo "demo check failed: unexpected driver status (see $dir/kmod-falco.json and $dir/kmod/*/driver/status.json)" >&2; exit 1; }
   awk 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "DRIVER") c = i } NR == 2 { exit !(c && $c == "False") }' "$dir/kmod-get.txt" ||
     { echo "demo check failed: the Driver column does not say False (see $dir/kmod-get.txt)" >&2; exit 1; }
-  echo "demo check passed (Falco and Component reconciled, artifacts delivered per node, driver installed, kmod instance's per-node driver status aggregated)"
+  echo "demo check passed (operator from its chart, Falco and Component pods Running on the node, artifacts delivered per node, driver installed, kmod instance's per-node driver status aggregated)"
   exit 0
 fi
 step "Running. Press Ctrl-C to stop and clean up."

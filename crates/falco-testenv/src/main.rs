@@ -95,7 +95,7 @@ enum Command {
     /// or as JSON; for scripts on machines without kubectl.
     Get {
         /// KIND or KIND/NAME, KIND one of falco, component, rulesfile, plugin, config,
-        /// nodeartifacts, daemonset.
+        /// nodeartifacts, daemonset, deployment, pod.
         #[arg(value_name = "KIND[/NAME]")]
         object: String,
         /// Namespace of the objects.
@@ -409,8 +409,10 @@ fn resource_of(kind: &str) -> anyhow::Result<kube::api::ApiResource> {
         "config" => ApiResource::erase::<falco_api::Config>(&()),
         "nodeartifact" => ApiResource::erase::<falco_api::NodeArtifacts>(&()),
         "daemonset" => ApiResource::erase::<k8s_openapi::api::apps::v1::DaemonSet>(&()),
+        "deployment" => ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&()),
+        "pod" => ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&()),
         other => anyhow::bail!(
-            "unknown kind {other:?}: falco, component, rulesfile, plugin, config, nodeartifacts or daemonset"
+            "unknown kind {other:?}: falco, component, rulesfile, plugin, config, nodeartifacts, daemonset, deployment or pod"
         ),
     })
 }
@@ -571,9 +573,9 @@ mod tests {
 
     #[test]
     fn an_unknown_kind_is_refused_with_the_known_ones() {
-        let err = resource_of("pods").unwrap_err().to_string();
+        let err = resource_of("services").unwrap_err().to_string();
         assert!(
-            err.contains("unknown kind \"pod\"") && err.contains("daemonset"),
+            err.contains("unknown kind \"service\"") && err.contains("daemonset"),
             "{err}"
         );
         assert_eq!(

@@ -573,7 +573,9 @@ fn volumes(config_map: &str, workload: WorkloadType) -> Vec<Volume> {
 
 /// The artifact operator as a native sidecar: an init container with `restartPolicy: Always`.
 /// Its startup probe on `/readyz` is the startup gate: kubelet starts Falco only once the sidecar
-/// has delivered the artifacts that existed when it started.
+/// has delivered the artifacts that existed when it started. Probed every second (the first
+/// full sync usually takes less than one; a probe that fails costs one local HTTP request) with
+/// the same budget as before, 100 s, for a slow registry.
 fn artifact_operator(image: &str) -> Container {
     let port = IntOrString::Int(ARTIFACT_OPERATOR_PROBE_PORT);
     Container {
@@ -590,10 +592,10 @@ fn artifact_operator(image: &str) -> Container {
             "/readyz",
             port.clone(),
             ProbeTiming {
-                initial_delay: 3,
-                timeout: 5,
-                period: 5,
-                failure_threshold: 20,
+                initial_delay: 1,
+                timeout: 1,
+                period: 1,
+                failure_threshold: 100,
             },
         )),
         readiness_probe: Some(http_probe(
