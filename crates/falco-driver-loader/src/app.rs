@@ -134,7 +134,7 @@ fn recorded(
     if let Some(path) = status_file {
         crate::status::write(path, &crate::status::build(resolved, &outcome));
     }
-    report(outcome?);
+    report(outcome.and_then(Outcome::into_result)?);
     Ok(())
 }
 
@@ -202,7 +202,8 @@ fn report(outcome: Outcome) {
         }
         Outcome::Fallback => tracing::info!("a pre-existing system module was loaded"),
         Outcome::NoArtifact(ty) => tracing::info!(driver = %ty, "nothing to install"),
-        Outcome::NothingToDo => {}
+        // A refused module is an error by now (`Outcome::into_result`).
+        Outcome::NothingToDo | Outcome::NotLoaded { .. } => {}
     }
 }
 

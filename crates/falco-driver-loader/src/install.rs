@@ -76,6 +76,28 @@ pub enum Outcome {
     },
     /// Nothing could be obtained but `modprobe <name>` loaded a system module.
     Fallback,
+    /// A module file was obtained (as `source` says, verified as it says) but the kernel refused
+    /// it; `message` is the load error. The run still fails ([`Outcome::into_result`]); the
+    /// status report keeps where the file came from, so a person sees the download was fine
+    /// and the kernel is the problem.
+    NotLoaded {
+        /// Its path in the cache.
+        path: PathBuf,
+        /// Where it came from.
+        source: Source,
+        /// Why the kernel refused it.
+        message: String,
+    },
+}
+
+impl Outcome {
+    /// The run's result: a module the kernel refused fails the run.
+    pub fn into_result(self) -> Result<Outcome> {
+        match self {
+            Outcome::NotLoaded { message, .. } => Err(Error::Load(message)),
+            outcome => Ok(outcome),
+        }
+    }
 }
 
 /// Runs the install flow.
@@ -145,10 +167,15 @@ pub async fn install(
         }
     }
     match obtained {
-        Some(source) => {
-            kmod::load(runner, &dest)?;
-            Ok(Outcome::Loaded { path: dest, source })
-        }
+        Some(source) => match kmod::load(runner, &dest) {
+            Ok(()) => Ok(Outcome::Loaded { path: dest, source }),
+            Err(Error::Load(message)) => Ok(Outcome::NotLoaded {
+                path: dest,
+                source,
+                message,
+            }),
+            Err(e) => Err(e),
+        },
         None if opts.require_verified => Err(failure.unwrap_or(Error::NotFound { file })),
         None => match kmod::modprobe_fallback(runner, name) {
             Ok(()) => Ok(Outcome::Fallback),

@@ -84,35 +84,54 @@ pub fn build(resolved: Option<&Resolved>, result: &Result<Outcome, Error>) -> Dr
             status
         }
         Ok(Outcome::Loaded { path, source }) => {
-            status.sha256 = recorded_sha256(path);
+            let mut status = obtained(status, resolved, path, source);
             status.loaded = true;
-            match source {
-                Source::Cache => {
-                    status.origin = Some(DriverOrigin::Cached);
-                    // The cached file matched the record written when it was verified.
-                    status.verification = Verification::Checksum;
-                }
-                Source::Compiled => {
-                    status.origin = Some(DriverOrigin::Compiled);
-                    status.repository = Some("compiled".to_owned());
-                }
-                Source::Download { url, verification } => {
-                    status.origin = Some(DriverOrigin::Downloaded);
-                    status.verification = verification_of(verification);
-                    status.repository = resolved
-                        .and_then(|r| {
-                            r.settings
-                                .repos
-                                .iter()
-                                .find(|repo| url.starts_with(repo.trim_end_matches('/')))
-                                .cloned()
-                        })
-                        .or_else(|| Some(url.clone()));
-                }
-            }
             status
         }
+        Ok(Outcome::NotLoaded {
+            path,
+            source,
+            message,
+        }) => obtained(status, resolved, path, source).with_error(
+            reason::LOAD_FAILED,
+            &Error::Load(message.clone()).to_string(),
+        ),
     }
+}
+
+/// Where an obtained module file came from and how it was verified.
+fn obtained(
+    mut status: DriverStatus,
+    resolved: Option<&Resolved>,
+    path: &Path,
+    source: &Source,
+) -> DriverStatus {
+    status.sha256 = recorded_sha256(path);
+    match source {
+        Source::Cache => {
+            status.origin = Some(DriverOrigin::Cached);
+            // The cached file matched the record written when it was verified.
+            status.verification = Verification::Checksum;
+        }
+        Source::Compiled => {
+            status.origin = Some(DriverOrigin::Compiled);
+            status.repository = Some("compiled".to_owned());
+        }
+        Source::Download { url, verification } => {
+            status.origin = Some(DriverOrigin::Downloaded);
+            status.verification = verification_of(verification);
+            status.repository = resolved
+                .and_then(|r| {
+                    r.settings
+                        .repos
+                        .iter()
+                        .find(|repo| url.starts_with(repo.trim_end_matches('/')))
+                        .cloned()
+                })
+                .or_else(|| Some(url.clone()));
+        }
+    }
+    status
 }
 
 /// Writes the report to `path`; logs (and otherwise ignores) a failure.
@@ -169,6 +188,35 @@ mod tests {
         assert_eq!(verification_of("signed index"), Verification::Signature);
         assert_eq!(verification_of("sha256 file"), Verification::Checksum);
         assert_eq!(verification_of("unverified"), Verification::None);
+    }
+
+    #[test]
+    fn a_module_the_kernel_refuses_keeps_where_it_came_from() {
+        let refused = Ok(Outcome::NotLoaded {
+            path: "/root/.falco/8.0.0+driver/x86_64/falco_debian_6.1.0_1.ko".into(),
+            source: Source::Download {
+                url: "https://repo.example/driver/8.0.0%2Bdriver/x86_64/falco_debian_6.1.0_1.ko"
+                    .into(),
+                verification: "signed index",
+            },
+            message: "insmod: ERROR: could not insert module: Function not implemented".into(),
+        });
+        let s = build(None, &refused);
+        assert!(!s.loaded);
+        assert_eq!(s.reason.as_deref(), Some(reason::LOAD_FAILED));
+        assert_eq!(
+            s.error.as_deref(),
+            Some(
+                "cannot load the kernel module: insmod: ERROR: could not insert module: Function not implemented"
+            )
+        );
+        assert_eq!(s.origin, Some(DriverOrigin::Downloaded));
+        assert_eq!(s.verification, Verification::Signature);
+        // The run itself fails.
+        assert!(matches!(
+            refused.and_then(Outcome::into_result),
+            Err(Error::Load(_))
+        ));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! End to end on a real node: the chart installs the operator into the cluster, where it runs
 //! from its image; a Falco CR becomes a DaemonSet whose pod the real controllers create, the
 //! scheduler places and the kubelet runs, with the artifact sidecar delivering rules from the
-//! local registry before Falco's container starts.
+//! local registry before Falco's container starts; a kmod Falco's loader init container gets its
+//! driver from the project's repository running in the cluster and reports the kernel's refusal.
 //!
 //! Falco cannot run here (no driver, no image registry), so Falco's container runs
 //! `falco-standin`, which prints the files Falco would load and answers its health port. It is
@@ -402,6 +403,8 @@ async fn the_chart_runs_the_operator_and_falco_and_component_crs_run_on_the_node
     })
     .await;
 
+    kmod_instance_gets_its_driver_from_the_repository_in_the_cluster(cluster, &client, &ns).await;
+
     // The operator goes with its namespace.
     Api::<Namespace>::all(client.clone())
         .delete(&ns, &DeleteParams::default())
@@ -461,4 +464,219 @@ async fn a_deleted_node_takes_its_records_with_it() {
         records.get_opt(&name).await.ok()?.is_none().then_some(())
     })
     .await;
+}
+
+/// A static binary of the images (`make images`), run on the host.
+fn image_bin(name: &str) -> Command {
+    Command::new(falco_testenv::image::image_bins_dir().join(name))
+}
+
+fn run_ok(command: &mut Command) -> String {
+    let out = command.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A kmod Falco on the node: the project's driver repository runs in the cluster (its image, a
+/// Deployment) serving a driver published with a signed index for this node's own target and
+/// kernel; the Falco pod's loader init container downloads it, verifies it against the trusted
+/// key and tries to load it. This machine's kernel has no loadable-module support, so the load
+/// fails, and that is what the node reports: `DriverReady=False`, reason `LoadFailed`, the
+/// node's kernel, through the sidecar's `NodeArtifacts` record. Falco's container never starts.
+async fn kmod_instance_gets_its_driver_from_the_repository_in_the_cluster(
+    cluster: &falco_testenv::Cluster,
+    client: &Client,
+    ns: &str,
+) {
+    // A version no real driver has: the loader's cache is the node's host directory
+    // (`/var/lib/falco-driver`), and this test removes what it put there.
+    const VERSION: &str = "99.0.0+e2e";
+    const REPO_PORT: u16 = 18090;
+    let cache =
+        std::path::Path::new(falco_operator::falco::build::DRIVER_CACHE_HOST_PATH).join(VERSION);
+    let _ = std::fs::remove_dir_all(&cache);
+    // The file this node's loader will ask for: the loader's own detection on the host's /etc
+    // and kernel, which the pod sees through its host mounts.
+    let work = tempfile::tempdir().expect("tempdir");
+    let printenv = run_ok(
+        image_bin("falco-driver-loader")
+            .env("HOME", work.path())
+            .args(["--host-root", "/", "--version", VERSION, "--type", "kmod"])
+            .arg("--config")
+            .arg(work.path().join("falcoctl.yaml"))
+            .arg("printenv"),
+    );
+    let var = |name: &str| {
+        printenv
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .map(|v| v.trim_matches('"').to_owned())
+            .unwrap_or_else(|| panic!("{name} in {printenv}"))
+    };
+    let (file, kernel) = (var("DRIVER_FILENAME"), var("KERNEL_RELEASE"));
+    let out = work.path().join("out").join(VERSION).join("x86_64");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let driver = vec![7u8; 64 * 1024];
+    std::fs::write(out.join(&file), &driver).expect("driver");
+    let published_sha256 = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(&driver))
+    };
+    let (key, public, repo) = (
+        work.path().join("repo.key"),
+        work.path().join("repo.pub"),
+        work.path().join("repo"),
+    );
+    run_ok(
+        image_bin("falco-driver-repo")
+            .arg("keygen")
+            .arg("--private-key")
+            .arg(&key)
+            .arg("--public-key")
+            .arg(&public),
+    );
+    run_ok(
+        image_bin("falco-driver-repo")
+            .arg("publish")
+            .arg(work.path().join("out"))
+            .arg("--storage")
+            .arg(format!("file://{}", repo.display()))
+            .arg("--signing-key")
+            .arg(&key),
+    );
+
+    // The repository in the cluster, from its image, reading the published tree (host path).
+    apply_json(
+        client,
+        ns,
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "driver-repo"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "driver-repo"}},
+                "template": {
+                    "metadata": {"labels": {"app": "driver-repo"}},
+                    "spec": {
+                        "containers": [{
+                            "name": "repo",
+                            "image": cluster.image("falco-driver-repo"),
+                            "args": ["serve", "--listen", format!("127.0.0.1:{REPO_PORT}"),
+                                     "--storage", "file:///repo"],
+                            "securityContext": {"runAsUser": 0},
+                            "volumeMounts": [{"name": "repo", "mountPath": "/repo"}],
+                        }],
+                        "volumes": [{"name": "repo",
+                                     "hostPath": {"path": repo.display().to_string(), "type": "Directory"}}],
+                    },
+                },
+            },
+        }),
+    )
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    wait_for("the driver repository Deployment available", || async {
+        let d = deployments.get_opt("driver-repo").await.ok()??;
+        (d.status?.available_replicas? >= 1).then_some(())
+    })
+    .await;
+
+    // The kmod instance, trusting the repository's key.
+    let public_key = std::fs::read_to_string(&public).expect("public key");
+    apply_json(
+        client,
+        ns,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "driver-repo-key"},
+               "data": {"ed25519.pub": public_key}}),
+    )
+    .await;
+    apply_json(
+        client,
+        ns,
+        json!({
+            "apiVersion": "instance.falcosecurity.dev/v1alpha1", "kind": "Falco",
+            "metadata": {"name": "kmod"},
+            "spec": {
+                "driver": {
+                    "kind": "kmod", "version": VERSION, "compile": false, "requireVerified": true,
+                    "repos": [format!("http://127.0.0.1:{REPO_PORT}/driver")],
+                    "trustedKey": {"configMapKeyRef": {"name": "driver-repo-key", "key": "ed25519.pub"}},
+                },
+                "podTemplateSpec": {"spec": {"containers": [{
+                    "name": "falco", "image": cluster.image("falco-standin"),
+                }]}},
+            },
+        }),
+    )
+    .await;
+
+    // The node's record and the Falco status say the driver was downloaded and verified, and
+    // that this kernel refused it.
+    let falcos: Api<Falco> = Api::namespaced(client.clone(), ns);
+    let driver = wait_for("DriverReady=False from the node's loader", || async {
+        let status = falcos.get_opt("kmod").await.ok()??.status?;
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "DriverReady")?;
+        (ready.status == "False").then_some(())?;
+        let driver = serde_json::to_value(status.driver?).ok()?;
+        (driver["failed"] == 1).then_some(driver)
+    })
+    .await;
+    let failing = &driver["failingKernels"][0];
+    assert_eq!(failing["reason"], "LoadFailed", "{driver}");
+    assert_eq!(failing["kernelRelease"], kernel.as_str(), "{driver}");
+    let records: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &kube::api::ApiResource::erase::<falco_api::NodeArtifacts>(&()),
+    );
+    let record = serde_json::to_value(
+        records
+            .list(&ListParams::default())
+            .await
+            .expect("records")
+            .items,
+    )
+    .expect("json");
+    let reported = record
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|r| Some(r["status"]["driver"].clone()).filter(serde_json::Value::is_object))
+        .unwrap_or_else(|| panic!("no driver status in {record}"));
+    // The first run downloaded it; kubelet's restarts of the failed init container find it in
+    // the node's cache, checked against the record of that verification.
+    assert!(
+        ["downloaded", "cached"].contains(&reported["origin"].as_str().unwrap_or_default()),
+        "{record}"
+    );
+    assert_ne!(reported["verification"], "none", "{record}");
+    assert_eq!(reported["sha256"], published_sha256.as_str(), "{record}");
+    assert_eq!(reported["loaded"], false, "{record}");
+    assert!(
+        reported["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Function not implemented")),
+        "the kernel's own refusal: {record}"
+    );
+
+    falcos
+        .delete("kmod", &DeleteParams::foreground())
+        .await
+        .expect("delete kmod Falco");
+    let ds: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
+    wait_for("the kmod DaemonSet gone", || async {
+        ds.get_opt("kmod").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    deployments
+        .delete("driver-repo", &DeleteParams::foreground())
+        .await
+        .expect("delete repository");
+    std::fs::remove_dir_all(&cache).expect("the loader's cache of the test's driver");
 }

@@ -60,7 +60,10 @@ pub struct ImageSpec {
 /// | `falco-testenv-pause` | falco-standin | 65532 | `falco-standin pause` |
 ///
 /// The loader image here carries no compiler: the `Dockerfile`'s loader stage adds Debian's
-/// toolchain for the compile fallback, which an engine-free build cannot install.
+/// toolchain for the compile fallback, which an engine-free build cannot install. It does carry
+/// the module tools the loader runs (`insmod`, `rmmod`, `lsmod`, `modprobe`, `modinfo`: Debian's
+/// `kmod` with the shared libraries it links, taken from this machine), so a load fails in the
+/// pod for the kernel's reason, not for a missing command.
 pub fn project_images(bins: &Path) -> Result<Vec<ImageSpec>, Error> {
     let binary = |name: &str| -> Result<(String, Vec<u8>, u32), Error> {
         let path = bins.join(name);
@@ -99,13 +102,19 @@ pub fn project_images(bins: &Path) -> Result<Vec<ImageSpec>, Error> {
             &nonroot,
             &[],
         )?,
-        spec(
-            "falco-driver-loader",
-            "falco-driver-loader",
-            &["auto"],
-            &None,
-            &["HOST_ROOT=/host"],
-        )?,
+        ImageSpec {
+            files: [binary("falco-driver-loader")?]
+                .into_iter()
+                .chain(module_tools()?)
+                .collect(),
+            ..spec(
+                "falco-driver-loader",
+                "falco-driver-loader",
+                &["auto"],
+                &None,
+                &["HOST_ROOT=/host"],
+            )?
+        },
         ImageSpec {
             entrypoint: vec!["/usr/bin/falco-standin".to_owned(), "falco".to_owned()],
             ..spec("falco-standin", "falco-standin", &[], &None, &[])?
@@ -117,13 +126,45 @@ pub fn project_images(bins: &Path) -> Result<Vec<ImageSpec>, Error> {
     ])
 }
 
+/// Debian's `kmod` under the names the loader runs, with its dynamic loader and libraries as
+/// `ldd` resolves them on this machine (`apt-get install kmod`).
+fn module_tools() -> Result<Vec<(String, Vec<u8>, u32)>, Error> {
+    const KMOD: &str = "/usr/bin/kmod";
+    let read = |path: &str| {
+        std::fs::read(path)
+            .map_err(|e| Error::Image(format!("reading {path}: {e} (apt-get install kmod)")))
+    };
+    let kmod = read(KMOD)?;
+    let mut files: Vec<(String, Vec<u8>, u32)> =
+        ["kmod", "insmod", "rmmod", "lsmod", "modprobe", "modinfo"]
+            .iter()
+            .map(|name| (format!("/usr/sbin/{name}"), kmod.clone(), 0o755))
+            .collect();
+    let ldd = std::process::Command::new("ldd")
+        .arg(KMOD)
+        .output()
+        .map_err(|e| Error::Image(format!("running ldd {KMOD}: {e}")))?;
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)` or `/lib64/ld-linux-x86-64.so.2 (0x…)`.
+        let path = line
+            .split("=>")
+            .last()
+            .and_then(|rest| rest.split_whitespace().next())
+            .filter(|p| p.starts_with('/'));
+        if let Some(path) = path {
+            files.push((path.to_owned(), read(path)?, 0o755));
+        }
+    }
+    Ok(files)
+}
+
 /// Builds `spec` and pushes it to `host/<repository>:tag` over plain HTTP (a loopback
 /// registry). Returns the image reference.
 pub async fn push_image(host: &str, tag: &str, spec: &ImageSpec) -> Result<String, Error> {
     let base = base_layer()?;
     let app = layer(&spec.files)?;
     let env = [
-        vec!["PATH=/usr/local/bin:/usr/bin:/bin".to_owned()],
+        vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()],
         spec.env.clone(),
     ]
     .concat();
