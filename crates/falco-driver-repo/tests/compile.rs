@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use falco_core::driver::{Arch, DriverType};
 use falco_driver_loader::cli::DriverSettings;
 use falco_driver_loader::host::{CommandOutput, CommandRunner, RealRunner};
-use falco_driver_loader::install::{InstallOptions, install};
+use falco_driver_loader::install::{InstallOptions, Outcome, Source, install};
 use falco_driver_loader::kmod::KmodOptions;
 use falco_driver_loader::resolve::{KernelFacts, resolve};
 use support::*;
@@ -161,7 +161,18 @@ async fn compiled_driver_is_built_verified_published_and_downloaded() {
         },
     };
     let runner = NoLoadRunner::default();
-    let err = install(&resolved, &opts, &runner).await.unwrap_err();
+    let outcome = install(&resolved, &opts, &runner).await.expect("built");
+    assert!(
+        matches!(
+            &outcome,
+            Outcome::NotLoaded {
+                source: Source::Compiled,
+                ..
+            }
+        ),
+        "compiled, then refused by the load step: {outcome:?}"
+    );
+    let err = outcome.into_result().unwrap_err();
 
     // Built and installed in the cache before the load was tried, with its checksum record.
     let cached = resolved.cache_path(&home, &file).unwrap();
