@@ -49,6 +49,15 @@ pub struct InstallOptions {
 pub enum Source {
     /// A cached file that matched its record.
     Cache,
+    /// A cached file whose sha256 matched the repository's checksum for it, read from `url`'s
+    /// directory and verified as `verification` says (with `requireVerified`, the cache is
+    /// trusted only this way).
+    CacheMatched {
+        /// The driver's URL in the repository that vouched for it.
+        url: String,
+        /// How the repository's checksum was verified.
+        verification: &'static str,
+    },
     /// Downloaded from this URL.
     Download {
         /// The URL.
@@ -250,7 +259,10 @@ async fn obtain(
             && have == want
         {
             tracing::info!(path = %dest.display(), verification = expected.label(), "using the cached driver (matches the repository)");
-            return Ok(Source::Cache);
+            return Ok(Source::CacheMatched {
+                url: shown_url,
+                verification: expected.label(),
+            });
         }
         let installed = match staged {
             Some(staged) => staged.and_then(|staged| install_staged(staged, dest, &expected)),

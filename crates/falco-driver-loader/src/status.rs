@@ -117,8 +117,12 @@ fn obtained(
             status.origin = Some(DriverOrigin::Compiled);
             status.repository = Some("compiled".to_owned());
         }
-        Source::Download { url, verification } => {
-            status.origin = Some(DriverOrigin::Downloaded);
+        Source::Download { url, verification } | Source::CacheMatched { url, verification } => {
+            status.origin = Some(if matches!(source, Source::Download { .. }) {
+                DriverOrigin::Downloaded
+            } else {
+                DriverOrigin::Cached
+            });
             status.verification = verification_of(verification);
             status.repository = resolved
                 .and_then(|r| {
@@ -217,6 +221,32 @@ mod tests {
             refused.and_then(Outcome::into_result),
             Err(Error::Load(_))
         ));
+    }
+
+    #[test]
+    fn a_cached_file_the_repository_vouched_for_says_how() {
+        let matched = Ok(Outcome::Loaded {
+            path: "/root/.falco/8.0.0+driver/x86_64/falco_debian_6.1.0_1.ko".into(),
+            source: Source::CacheMatched {
+                url: "https://repo.example/driver/8.0.0%2Bdriver/x86_64/falco_debian_6.1.0_1.ko"
+                    .into(),
+                verification: "signed index",
+            },
+        });
+        let s = build(None, &matched);
+        assert!(s.loaded);
+        assert_eq!(s.origin, Some(DriverOrigin::Cached));
+        assert_eq!(s.verification, Verification::Signature);
+        assert_eq!(
+            s.repository.as_deref(),
+            Some("https://repo.example/driver/8.0.0%2Bdriver/x86_64/falco_debian_6.1.0_1.ko")
+        );
+        // Matched against its own record only: a checksum.
+        let local = Ok(Outcome::Loaded {
+            path: "/nonexistent.ko".into(),
+            source: Source::Cache,
+        });
+        assert_eq!(build(None, &local).verification, Verification::Checksum);
     }
 
     #[test]

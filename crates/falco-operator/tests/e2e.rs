@@ -650,12 +650,12 @@ async fn kmod_instance_gets_its_driver_from_the_repository_in_the_cluster(
         .find_map(|r| Some(r["status"]["driver"].clone()).filter(serde_json::Value::is_object))
         .unwrap_or_else(|| panic!("no driver status in {record}"));
     // The first run downloaded it; kubelet's restarts of the failed init container find it in
-    // the node's cache, checked against the record of that verification.
+    // the node's cache and, as verification is required, check it against the signed index again.
     assert!(
         ["downloaded", "cached"].contains(&reported["origin"].as_str().unwrap_or_default()),
         "{record}"
     );
-    assert_ne!(reported["verification"], "none", "{record}");
+    assert_eq!(reported["verification"], "signature", "{record}");
     assert_eq!(reported["sha256"], published_sha256.as_str(), "{record}");
     assert_eq!(reported["loaded"], false, "{record}");
     assert!(
