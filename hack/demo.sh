@@ -56,8 +56,8 @@ grep -E '^(control plane ready|node .* Ready|pushed image)' "$dir/testenv.log" |
 
 export KUBECONFIG="$kubeconfig"
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_http() { # wait_http URL PID LOG: until URL answers 200, or the process died
-  for _ in $(seq 1 300); do
+wait_http() { # wait_http URL PID LOG [TRIES]: until URL answers 200 (every 0.2 s), or the process died
+  for _ in $(seq 1 "${4:-300}"); do
     curl -fs "$1" >/dev/null 2>&1 && return 0
     kill -0 "$2" 2>/dev/null || { echo "process $2 exited; see $3" >&2; tail -20 "$3" >&2; return 1; }
     sleep 0.2
@@ -90,9 +90,8 @@ printf 'apiVersion: v1\nkind: Namespace\nmetadata: {name: falco-system}\n' >"$di
   --set metrics.port=$op_metrics --set healthPort=$op_health >"$dir/operator-chart.yaml"
 "$bin/falco-testenv" apply "$dir/falco-system.yaml" 2>&1
 "$bin/falco-testenv" apply -n falco-system "$dir/operator-chart.yaml" 2>&1 | sed -n '1,3p;$p'
-for _ in $(seq 1 600); do curl -fs "http://127.0.0.1:$op_health/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
-curl -fs "http://127.0.0.1:$op_health/readyz" >/dev/null ||
-  { echo "the operator did not become ready; see $dir/testenv.log and the node's logs" >&2; exit 1; }
+# The operator's pod on the node; the cluster's log names the node's log directory.
+wait_http "http://127.0.0.1:$op_health/readyz" "${pids[0]}" "$dir/testenv.log" 600
 echo "operator running in the cluster: http://127.0.0.1:$op_health/readyz, metrics on http://127.0.0.1:$op_metrics/metrics"
 
 step "Two simulated nodes (node-a: tier=frontend, node-b: tier=backend) and the demo's artifacts"

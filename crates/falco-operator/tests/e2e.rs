@@ -70,34 +70,29 @@ async fn install_operator(cluster: &falco_testenv::Cluster, client: &Client, ns:
         .image("falco-operator")
         .rsplit_once(':')
         .expect("tagged");
-    let output = Command::new(helm)
-        .arg("template")
-        .arg("op")
-        .arg(repo_root().join("deploy/helm/falco-operator"))
-        .args(["--namespace", ns])
-        .args(["--set", &format!("image.repository={repository}")])
-        .args(["--set", &format!("image.tag={tag}")])
-        .args([
-            "--set",
-            &format!(
-                "artifactOperatorImage={}",
-                cluster.image("falco-artifact-operator")
-            ),
-        ])
-        .args([
-            "--set",
-            &format!("driverLoaderImage={}", cluster.image("falco-driver-loader")),
-        ])
-        // Host network: keep clear of the sidecar's probe port (8081) on the same node.
-        .args(["--set", "metrics.port=18080", "--set", "healthPort=18081"])
-        .output()
-        .expect("run helm");
-    assert!(
-        output.status.success(),
-        "helm template: {}",
-        String::from_utf8_lossy(&output.stderr)
+    let rendered = run_ok(
+        Command::new(helm)
+            .arg("template")
+            .arg("op")
+            .arg(repo_root().join("deploy/helm/falco-operator"))
+            .args(["--namespace", ns])
+            .args(["--set", &format!("image.repository={repository}")])
+            .args(["--set", &format!("image.tag={tag}")])
+            .args([
+                "--set",
+                &format!(
+                    "artifactOperatorImage={}",
+                    cluster.image("falco-artifact-operator")
+                ),
+            ])
+            .args([
+                "--set",
+                &format!("driverLoaderImage={}", cluster.image("falco-driver-loader")),
+            ])
+            // Host network: keep clear of the sidecar's probe port (8081) on the same node.
+            .args(["--set", "metrics.port=18080", "--set", "healthPort=18081"]),
     );
-    let objects: Vec<DynamicObject> = serde_yaml::Deserializer::from_slice(&output.stdout)
+    let objects: Vec<DynamicObject> = serde_yaml::Deserializer::from_str(&rendered)
         .filter_map(|doc| {
             let value = serde_yaml::Value::deserialize(doc).ok()?;
             (!value.is_null()).then(|| serde_yaml::from_value(value).expect("object"))
