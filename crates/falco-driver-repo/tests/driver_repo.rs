@@ -997,9 +997,10 @@ async fn slowloris_does_not_block_a_get_local() {
     );
     let backend = Backend::local();
     let ko = publish_one(&backend, 3, 50_000).await;
-    // The default header-read timeout (10 s): long enough for all 2,000 to be open at once
-    // on a loaded machine.
-    let server = Server::start(&backend, &[]);
+    // A header-read timeout of 30 s (the default is 10): on a loaded CI machine opening 2,000
+    // sockets has taken longer than 10 s, and the first ones were closed before the last
+    // were open.
+    let server = Server::start(&backend, &["--header-read-timeout", "30"]);
     let addr = server.addr.clone();
     let sockets = tokio::task::spawn_blocking(move || half_requests(&addr, SOCKETS))
         .await
@@ -1007,7 +1008,7 @@ async fn slowloris_does_not_block_a_get_local() {
     let all_open = &server;
     wait_for(
         "the half requests accepted",
-        Duration::from_secs(60),
+        Duration::from_secs(90),
         || async move {
             (metric(
                 &metrics_text(all_open).await,
@@ -1034,7 +1035,7 @@ async fn slowloris_does_not_block_a_get_local() {
     let closed = &server;
     wait_for(
         "the header-read timeout closing the half requests",
-        Duration::from_secs(60),
+        Duration::from_secs(90),
         || async move {
             (metric(
                 &metrics_text(closed).await,
