@@ -24,6 +24,24 @@ async fn report(
     status: &str,
     reason: &str,
 ) {
+    report_conditions(
+        api,
+        node,
+        rulesfile,
+        generation,
+        &[("Programmed", status, reason)],
+    )
+    .await;
+}
+
+/// [`report`] with several conditions, each `(type, status, reason)`.
+async fn report_conditions(
+    api: &Api<NodeArtifacts>,
+    node: &str,
+    rulesfile: &str,
+    generation: i64,
+    conditions: &[(&str, &str, &str)],
+) {
     let record = json!({
         "apiVersion": "artifact.falcosecurity.dev/v1alpha1",
         "kind": "NodeArtifacts",
@@ -41,14 +59,17 @@ async fn report(
             "kind": "Rulesfile",
             "name": rulesfile,
             "observedGeneration": generation,
-            "conditions": [{
-                "type": "Programmed",
-                "status": status,
-                "reason": reason,
-                "message": format!("{reason} on {node}"),
-                "observedGeneration": generation,
-                "lastTransitionTime": "2026-01-01T00:00:00Z",
-            }],
+            "conditions": conditions
+                .iter()
+                .map(|(type_, status, reason)| json!({
+                    "type": type_,
+                    "status": status,
+                    "reason": reason,
+                    "message": format!("{reason} on {node}"),
+                    "observedGeneration": generation,
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }))
+                .collect::<Vec<_>>(),
         }]},
     });
     api.patch_status(node, &params, &Patch::Apply(&status))
@@ -59,16 +80,101 @@ async fn report(
 /// Waits until the Rulesfile's `Programmed` condition has `status` and a reason other than the
 /// CRD default's `Pending`, and returns its message.
 async fn wait_programmed(api: &Api<Rulesfile>, name: &str, status: &str) -> String {
-    wait_for(&format!("Rulesfile {name} Programmed={status}"), || async {
+    wait_condition(api, name, "Programmed", status)
+        .await
+        .message
+}
+
+/// Waits until the Rulesfile's condition `type_` has `status` and a reason other than the CRD
+/// default's `Pending`, and returns it.
+async fn wait_condition(
+    api: &Api<Rulesfile>,
+    name: &str,
+    type_: &str,
+    status: &str,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    wait_for(&format!("Rulesfile {name} {type_}={status}"), || async {
         let r = api.get(name).await.ok()?;
-        let c = r
-            .status?
+        r.status?
             .conditions
             .into_iter()
-            .find(|c| c.type_ == "Programmed" && c.status == status && c.reason != "Pending")?;
-        Some(c.message)
+            .find(|c| c.type_ == type_ && c.status == status && c.reason != "Pending")
     })
     .await
+}
+
+/// `ResolvedRefs` is aggregated on the shared object like `Programmed`: False wins with the
+/// failing node's reason and name, independently of `Programmed`, and turns True again when
+/// that node resolves its references.
+#[tokio::test]
+async fn resolved_refs_is_aggregated_like_programmed() {
+    let (client, ns) = setup("aggr-refs").await;
+    let records: Api<NodeArtifacts> = Api::namespaced(client.clone(), &ns);
+    let rulesfiles: Api<Rulesfile> = Api::namespaced(client.clone(), &ns);
+    let rulesfile: Rulesfile = serde_json::from_value(json!({
+        "apiVersion": "artifact.falcosecurity.dev/v1alpha1", "kind": "Rulesfile",
+        "metadata": {"name": "rules"},
+        "spec": {"configMapRef": {"name": "team-rules"}}
+    }))
+    .expect("rulesfile");
+    let generation = rulesfiles
+        .create(&PostParams::default(), &rulesfile)
+        .await
+        .expect("create")
+        .metadata
+        .generation
+        .expect("generation");
+    let running = operator(&ns).await;
+
+    let good = [
+        ("Programmed", "True", "Programmed"),
+        ("ResolvedRefs", "True", "ResolvedRefs"),
+    ];
+    for node in ["node-a", "node-b"] {
+        report_conditions(&records, node, "rules", generation, &good).await;
+    }
+    let resolved = wait_condition(&rulesfiles, "rules", "ResolvedRefs", "True").await;
+    assert!(resolved.message.starts_with("2 of 2 nodes"), "{resolved:?}");
+    assert_eq!(resolved.observed_generation, Some(generation));
+
+    // node-b cannot read the ConfigMap but still serves its last good file: ResolvedRefs is
+    // False naming node-b alone, Programmed stays True on both.
+    report_conditions(
+        &records,
+        "node-b",
+        "rules",
+        generation,
+        &[
+            ("Programmed", "True", "Programmed"),
+            ("ResolvedRefs", "False", "ConfigMapNotFound"),
+        ],
+    )
+    .await;
+    let refs = wait_condition(&rulesfiles, "rules", "ResolvedRefs", "False").await;
+    assert_eq!(refs.reason, "ConfigMapNotFound");
+    assert!(
+        refs.message.contains("node-b") && !refs.message.contains("node-a"),
+        "{refs:?}"
+    );
+    let stored = rulesfiles.get("rules").await.expect("get");
+    let programmed = stored
+        .status
+        .expect("status")
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Programmed")
+        .expect("Programmed");
+    assert_eq!(programmed.status, "True", "{programmed:?}");
+    assert!(
+        programmed.message.starts_with("2 of 2 nodes"),
+        "{programmed:?}"
+    );
+
+    // node-b resolves it again.
+    report_conditions(&records, "node-b", "rules", generation, &good).await;
+    let resolved = wait_condition(&rulesfiles, "rules", "ResolvedRefs", "True").await;
+    assert!(resolved.message.starts_with("2 of 2 nodes"), "{resolved:?}");
+    running.shutdown().await;
 }
 
 #[tokio::test]
