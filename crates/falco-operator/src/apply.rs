@@ -12,7 +12,10 @@
 //!    `Update` by another controller), the server moved that field out of our entry, the check fails,
 //!    and the apply (with `force`) puts our value back. Fields other managers own without touching
 //!    ours (a label added by another tool, a second field manager's field) change nothing here and
-//!    survive, as Server-Side Apply intends.
+//!    survive, as Server-Side Apply intends. In that drift case (same content, fields lost) the
+//!    applier reads the live child once before the apply, and [`Outcome::Reverted`] names the
+//!    fields it took back and whose they were ([`taken_back`]), for `Reconciled`'s message and a
+//!    `DriftReverted` Event; upstream re-applies silently.
 //!
 //! A third case sends nothing either (`decide`): this process applied exactly this content and
 //! the cached child is older than that write (its `resourceVersion` is lower than the apply's
@@ -48,6 +51,14 @@ pub enum Outcome {
     Created(DynamicObject),
     /// The child was changed.
     Updated(DynamicObject),
+    /// Our content was unchanged but another field manager had taken some of our fields; the
+    /// apply took them back. `fields` names them ([`taken_back`]).
+    Reverted {
+        /// The child as stored after the apply.
+        object: DynamicObject,
+        /// `<field path> (by <manager>)` of every field taken back, sorted.
+        fields: Vec<String>,
+    },
 }
 
 impl Outcome {
@@ -89,6 +100,100 @@ pub(crate) fn decide(hash: Digest, cached: &Cached, applied: Option<&Applied>) -
             resource_version: cached.resource_version,
         }),
     }
+}
+
+/// The fields other managers owned in `before` that `field_manager` owns in `after` (the
+/// response of its forced apply): what drift the apply undid, as `<path> (by <manager>)`.
+pub fn taken_back(
+    before: &kube::api::ObjectMeta,
+    after: &kube::api::ObjectMeta,
+    field_manager: &str,
+) -> Vec<String> {
+    let ours: std::collections::BTreeSet<String> = after
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|e| {
+            e.manager.as_deref() == Some(field_manager)
+                && e.subresource.as_deref().unwrap_or("").is_empty()
+        })
+        .filter_map(|e| e.fields_v1.as_ref())
+        .flat_map(|f| field_paths(&f.0))
+        .collect();
+    let mut taken: Vec<String> = before
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|e| {
+            e.manager.as_deref() != Some(field_manager)
+                && e.subresource.as_deref().unwrap_or("").is_empty()
+        })
+        .flat_map(|e| {
+            let manager = e.manager.clone().unwrap_or_else(|| "unknown".to_owned());
+            e.fields_v1
+                .as_ref()
+                .map(|f| field_paths(&f.0))
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| ours.contains(p))
+                .map(move |p| format!("{p} (by {manager})"))
+        })
+        .collect();
+    taken.sort();
+    taken.dedup();
+    taken
+}
+
+/// The leaf paths of a `managedFields[].fieldsV1` set, readable: `f:spec` → `spec`,
+/// `k:{"name":"falco"}` → `[name=falco]`, `v:"x"` → `[x]`, `i:0` → `[0]`.
+pub fn field_paths(fields: &serde_json::Value) -> Vec<String> {
+    fn walk(node: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        let Some(map) = node.as_object() else { return };
+        let children: Vec<_> = map.iter().filter(|(k, _)| k.as_str() != ".").collect();
+        if children.is_empty() {
+            if !path.is_empty() {
+                out.push(path.to_owned());
+            }
+            return;
+        }
+        for (key, child) in children {
+            let segment = if let Some(name) = key.strip_prefix("f:") {
+                if path.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{path}.{name}")
+                }
+            } else if let Some(keys) = key.strip_prefix("k:") {
+                let rendered =
+                    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(keys)
+                        .map(|m| {
+                            m.iter()
+                                .map(|(k, v)| match v.as_str() {
+                                    Some(s) => format!("{k}={s}"),
+                                    None => format!("{k}={v}"),
+                                })
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .unwrap_or_else(|_| keys.to_owned());
+                format!("{path}[{rendered}]")
+            } else if let Some(value) = key.strip_prefix("v:") {
+                let value = serde_json::from_str::<serde_json::Value>(value)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| value.to_owned());
+                format!("{path}[{value}]")
+            } else if let Some(index) = key.strip_prefix("i:") {
+                format!("{path}[{index}]")
+            } else {
+                format!("{path}.{key}")
+            };
+            walk(child, &segment, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(fields, "", &mut out);
+    out
 }
 
 /// Applies children under one field manager.
@@ -158,6 +263,17 @@ impl Applier {
                 return Ok(Outcome::Unchanged);
             }
         }
+        // Same content as the cached child, yet an apply is due: another manager took some of
+        // our fields (drift). One GET, only in that case, tells whose fields they are.
+        let drifted = match (&cached, hash) {
+            (Some(cached), Some(hash)) if cached.hash == Some(hash) => self
+                .api(child.kind, child.namespace.as_deref())
+                .get_opt(&child.name)
+                .await
+                .ok()
+                .flatten(),
+            _ => None,
+        };
         let params = PatchParams::apply(self.field_manager).force();
         let stored = self
             .api(child.kind, child.namespace.as_deref())
@@ -185,6 +301,21 @@ impl Applier {
                 );
         }
         tracing::debug!(kind = child.kind.as_str(), name = %stored.name_any(), "Applied child");
+        if let Some(before) = drifted {
+            let fields = taken_back(before.meta(), stored.meta(), self.field_manager);
+            if !fields.is_empty() {
+                tracing::info!(
+                    kind = child.kind.as_str(),
+                    name = %stored.name_any(),
+                    fields = ?fields,
+                    "Took back fields another manager changed"
+                );
+                return Ok(Outcome::Reverted {
+                    object: stored,
+                    fields,
+                });
+            }
+        }
         Ok(if cached.is_some() {
             Outcome::Updated(stored)
         } else {
@@ -241,6 +372,60 @@ impl Applier {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn field_paths_are_readable_leaves() {
+        let fields = serde_json::json!({
+            "f:metadata": {"f:labels": {".": {}, "f:app": {}}},
+            "f:spec": {"f:template": {"f:spec": {
+                "f:containers": {"k:{\"name\":\"falco\"}": {".": {}, "f:image": {}}},
+                "f:finalizers": {"v:\"x\"": {}}
+            }}}
+        });
+        assert_eq!(
+            field_paths(&fields),
+            [
+                "metadata.labels.app",
+                "spec.template.spec.containers[name=falco].image",
+                "spec.template.spec.finalizers[x]",
+            ]
+        );
+    }
+
+    #[test]
+    fn taken_back_names_only_other_managers_fields_we_own_again() {
+        let entry = |manager: &str, operation: &str, fields: serde_json::Value| {
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+                manager: Some(manager.to_owned()),
+                operation: Some(operation.to_owned()),
+                fields_type: Some("FieldsV1".to_owned()),
+                fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
+                    fields,
+                )),
+                ..Default::default()
+            }
+        };
+        let image = serde_json::json!({"f:spec": {"f:containers": {
+            "k:{\"name\":\"falco\"}": {"f:image": {}}}}});
+        let label = serde_json::json!({"f:metadata": {"f:labels": {"f:team": {}}}});
+        let before = kube::api::ObjectMeta {
+            managed_fields: Some(vec![
+                entry("falco-operator", "Apply", serde_json::json!({"f:spec": {}})),
+                entry("kubectl-edit", "Update", image.clone()),
+                entry("labeller", "Update", label),
+            ]),
+            ..Default::default()
+        };
+        let after = kube::api::ObjectMeta {
+            managed_fields: Some(vec![entry("falco-operator", "Apply", image)]),
+            ..Default::default()
+        };
+        assert_eq!(
+            taken_back(&before, &after, "falco-operator"),
+            ["spec.containers[name=falco].image (by kubectl-edit)"]
+        );
+        assert!(taken_back(&after, &after, "falco-operator").is_empty());
+    }
     use super::*;
 
     fn digest(n: u8) -> Digest {

@@ -352,6 +352,7 @@ async fn apply_children(
     let mut changed = false;
     let mut created = false;
     let mut workload = None;
+    let mut reverted = Vec::new();
     for child in &desired.children {
         match applier.apply(child).await {
             Ok(outcome) => {
@@ -364,6 +365,16 @@ async fn apply_children(
                         workload = Some(o);
                     }
                     Outcome::Updated(o) if is_workload => workload = Some(o),
+                    Outcome::Reverted { object, fields } => {
+                        reverted.extend(
+                            fields
+                                .into_iter()
+                                .map(|f| format!("{} {}: {f}", child.kind.as_str(), child.name)),
+                        );
+                        if is_workload {
+                            workload = Some(object);
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -390,7 +401,7 @@ async fn apply_children(
     }
     Ok((
         if changed {
-            Reconciled::Applied { created }
+            Reconciled::Applied { created, reverted }
         } else {
             Reconciled::Unchanged
         },
@@ -500,6 +511,9 @@ async fn publish_events<I: Instance>(
         .map(|c| c.message.clone())
         .unwrap_or_default();
     match reconciled {
+        Reconciled::Applied { reverted, .. } if !reverted.is_empty() => {
+            publish(events, obj, EventType::Warning, "DriftReverted", message).await;
+        }
         Reconciled::Applied { .. } => {
             let (_, reason) = after.unwrap_or(("True", "ResourceUpdated"));
             publish(events, obj, EventType::Normal, reason, message).await;

@@ -20,6 +20,9 @@ pub enum Reconciled {
     Applied {
         /// The workload was created in this pass.
         created: bool,
+        /// `<Kind> <name>: <field> (by <manager>)` of every field another manager had changed
+        /// and this pass took back (drift), sorted; empty when there was none.
+        reverted: Vec<String>,
     },
     /// Nothing needed writing.
     Unchanged,
@@ -75,6 +78,27 @@ fn condition(
     }
 }
 
+/// Most drifted fields named in a message; the rest are counted.
+const MAX_NAMED_FIELDS: usize = 10;
+
+/// `Reconciled`'s message after an update: upstream's wording, plus the fields taken back from
+/// another manager when the update undid drift (bounded).
+fn updated_message(reverted: &[String]) -> String {
+    if reverted.is_empty() {
+        return "Resource updated successfully".to_owned();
+    }
+    let mut named = reverted
+        .iter()
+        .take(MAX_NAMED_FIELDS)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if reverted.len() > MAX_NAMED_FIELDS {
+        named.push_str(&format!("; and {} more", reverted.len() - MAX_NAMED_FIELDS));
+    }
+    format!("Resource updated successfully; took back fields another manager changed: {named}")
+}
+
 /// The next status.
 pub fn next(input: Input<'_>) -> InstanceStatus {
     let previous_conditions = input
@@ -85,7 +109,7 @@ pub fn next(input: Input<'_>) -> InstanceStatus {
     let g = input.generation;
     let now = &input.now;
     let reconciled = match &input.reconciled {
-        Reconciled::Applied { created: true } => condition(
+        Reconciled::Applied { created: true, .. } => condition(
             RECONCILED,
             "True",
             "ResourceCreated",
@@ -94,11 +118,14 @@ pub fn next(input: Input<'_>) -> InstanceStatus {
             previous_conditions,
             now,
         ),
-        Reconciled::Applied { created: false } => condition(
+        Reconciled::Applied {
+            created: false,
+            reverted,
+        } => condition(
             RECONCILED,
             "True",
             "ResourceUpdated",
-            "Resource updated successfully",
+            &updated_message(reverted),
             g,
             previous_conditions,
             now,
@@ -165,6 +192,26 @@ pub fn state<'a>(status: Option<&'a InstanceStatus>, type_: &str) -> Option<(&'a
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_update_that_undid_drift_names_the_fields_bounded() {
+        assert_eq!(updated_message(&[]), "Resource updated successfully");
+        let one = updated_message(&["DaemonSet falco: spec.x (by kubectl-edit)".to_owned()]);
+        assert_eq!(
+            one,
+            "Resource updated successfully; took back fields another manager changed: \
+             DaemonSet falco: spec.x (by kubectl-edit)"
+        );
+        let many: Vec<String> = (0..13)
+            .map(|i| format!("ConfigMap falco: data.f{i:02}"))
+            .collect();
+        let message = updated_message(&many);
+        assert!(
+            message.contains("data.f09") && !message.contains("data.f10"),
+            "{message}"
+        );
+        assert!(message.ends_with("; and 3 more"), "{message}");
+    }
     use super::*;
     use crate::availability::Observed;
     use k8s_openapi::jiff::Timestamp;
@@ -197,7 +244,10 @@ mod tests {
         let available = Availability::of(Observed::DaemonSet(None));
         let first = next(input(
             None,
-            Reconciled::Applied { created: true },
+            Reconciled::Applied {
+                created: true,
+                reverted: Vec::new(),
+            },
             &available,
             1,
             10,

@@ -499,10 +499,15 @@ async fn another_field_manager_keeps_its_fields_and_drift_on_ours_is_undone() {
         Some("platform")
     );
 
-    // Someone edits one of our fields: the operator takes it back.
+    // Someone edits one of our fields: the operator takes it back, and says which field and
+    // whose change it undid, in Reconciled's message and a Warning Event.
+    let edit = PatchParams {
+        field_manager: Some("kubectl-edit".to_owned()),
+        ..PatchParams::default()
+    };
     dss.patch(
         "falco",
-        &PatchParams::default(),
+        &edit,
         &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "falco", "image": "evil:1"}]}}}})),
     )
     .await
@@ -513,6 +518,33 @@ async fn another_field_manager_keeps_its_fields_and_drift_on_ours_is_undone() {
             .image
             .clone()?;
         image.ends_with(":0.42.0").then_some(())
+    })
+    .await;
+    let named =
+        "DaemonSet falco: spec.template.spec.containers[name=falco].image (by kubectl-edit)";
+    let falcos: Api<Falco> = Api::namespaced(client.clone(), &ns);
+    let message = wait_for("Reconciled naming the field taken back", || async {
+        let f = falcos.get("falco").await.ok()?;
+        let c = f
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Reconciled")?;
+        c.message.contains(named).then_some(c.message)
+    })
+    .await;
+    assert!(!message.contains("platform-team"), "{message}");
+    let events = Api::<Event>::namespaced(client.clone(), &ns);
+    wait_for("a DriftReverted Event naming the field", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("DriftReverted")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.note.as_deref().is_some_and(|n| n.contains(named))
+            })
+            .then_some(())
     })
     .await;
     let ds = dss.get("falco").await.expect("ds");
