@@ -103,18 +103,23 @@ async fn wait_condition(
     .await
 }
 
-/// `ResolvedRefs` is aggregated on the shared object like `Programmed`: False wins with the
-/// failing node's reason and name, independently of `Programmed`, and turns True again when
-/// that node resolves its references.
-#[tokio::test]
-async fn resolved_refs_is_aggregated_like_programmed() {
-    let (client, ns) = setup("aggr-refs").await;
+/// A fresh namespace with Rulesfile `rules` of `spec` and the operator running: the records'
+/// API, the Rulesfiles' API, the Rulesfile's generation and the operator.
+async fn start_with_rulesfile(
+    prefix: &str,
+    spec: serde_json::Value,
+) -> (
+    Api<NodeArtifacts>,
+    Api<Rulesfile>,
+    i64,
+    falco_operator::run::Running,
+) {
+    let (client, ns) = setup(prefix).await;
     let records: Api<NodeArtifacts> = Api::namespaced(client.clone(), &ns);
     let rulesfiles: Api<Rulesfile> = Api::namespaced(client.clone(), &ns);
     let rulesfile: Rulesfile = serde_json::from_value(json!({
         "apiVersion": "artifact.falcosecurity.dev/v1alpha1", "kind": "Rulesfile",
-        "metadata": {"name": "rules"},
-        "spec": {"configMapRef": {"name": "team-rules"}}
+        "metadata": {"name": "rules"}, "spec": spec
     }))
     .expect("rulesfile");
     let generation = rulesfiles
@@ -124,7 +129,16 @@ async fn resolved_refs_is_aggregated_like_programmed() {
         .metadata
         .generation
         .expect("generation");
-    let running = operator(&ns).await;
+    (records, rulesfiles, generation, operator(&ns).await)
+}
+
+/// `ResolvedRefs` is aggregated on the shared object like `Programmed`: False wins with the
+/// failing node's reason and name, independently of `Programmed`, and turns True again when
+/// that node resolves its references.
+#[tokio::test]
+async fn resolved_refs_is_aggregated_like_programmed() {
+    let (records, rulesfiles, generation, running) =
+        start_with_rulesfile("aggr-refs", json!({"configMapRef": {"name": "team-rules"}})).await;
 
     let good = [
         ("Programmed", "True", "Programmed"),
@@ -179,22 +193,8 @@ async fn resolved_refs_is_aggregated_like_programmed() {
 
 #[tokio::test]
 async fn shared_status_is_aggregated_from_the_node_records() {
-    let (client, ns) = setup("aggr").await;
-    let records: Api<NodeArtifacts> = Api::namespaced(client.clone(), &ns);
-    let rulesfiles: Api<Rulesfile> = Api::namespaced(client.clone(), &ns);
-    let rulesfile: Rulesfile = serde_json::from_value(json!({
-        "apiVersion": "artifact.falcosecurity.dev/v1alpha1", "kind": "Rulesfile",
-        "metadata": {"name": "rules"}, "spec": {"inlineRules": [{"list": "l", "items": []}]}
-    }))
-    .expect("rulesfile");
-    let generation = rulesfiles
-        .create(&PostParams::default(), &rulesfile)
-        .await
-        .expect("create")
-        .metadata
-        .generation
-        .expect("generation");
-    let running = operator(&ns).await;
+    let (records, rulesfiles, generation, running) =
+        start_with_rulesfile("aggr", json!({"inlineRules": [{"list": "l", "items": []}]})).await;
 
     // No node reports it yet.
     let message = wait_programmed(&rulesfiles, "rules", "Unknown").await;
